@@ -1,0 +1,108 @@
+"""Configuration read from the environment (DESIGN §4.1, a public contract).
+
+One frozen object so that every component sees the same values and tests can build their own
+without touching ``os.environ``. Secrets are kept out of ``repr`` so that a settings object can be
+logged safely.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://production.rutterapi.com/versioned"
+DEFAULT_API_VERSION = "2023-03-14"
+
+
+def default_history_start(today: date | None = None) -> date:
+    """Two years before today, on the 1st of that month (DESIGN §4.1)."""
+    today = today or date.today()
+    return date(today.year - 2, today.month, 1)
+
+
+def state_dir() -> Path:
+    """The project's state folder: embedded PostgreSQL, Dagster home, compute logs.
+
+    ``RUTTER_PIPELINE_STATE_DIR`` overrides it; the default is ``.state`` in the working directory
+    so that a clone keeps its state to itself.
+    """
+    return Path(os.environ.get("RUTTER_PIPELINE_STATE_DIR", ".state")).resolve()
+
+
+def _int_env(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _fraction_env(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}") from exc
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Values of the environment variables of DESIGN §4.1."""
+
+    base_url: str = DEFAULT_BASE_URL
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    api_version: str = DEFAULT_API_VERSION
+    warehouse_url: str | None = None
+    dagster_pg_url: str | None = None
+    history_start: date = field(default_factory=default_history_start)
+    window_fragments: int = 3
+    page_limit: int = 500
+    max_requests_per_10s: int = 450
+    incremental_lag_minutes: int = 15
+    # Share of a partition's records that may be rejected before its schema check fails (DESIGN §5.2).
+    reject_tolerance: float = 0.0
+    sentry_dsn: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        start_raw = env.get("RUTTER_HISTORY_START")
+        try:
+            history_start = date.fromisoformat(start_raw) if start_raw else default_history_start()
+        except ValueError as exc:
+            raise ValueError(f"RUTTER_HISTORY_START must be YYYY-MM-DD, got {start_raw!r}") from exc
+        page_limit = _int_env(env, "RUTTER_PAGE_LIMIT", 500)
+        if page_limit > 500:
+            raise ValueError(f"RUTTER_PAGE_LIMIT is at most 500 (Rutter's maximum), got {page_limit}")
+        return cls(
+            base_url=env.get("RUTTER_BASE_URL") or DEFAULT_BASE_URL,
+            client_id=env.get("RUTTER_CLIENT_ID") or None,
+            client_secret=env.get("RUTTER_CLIENT_SECRET") or None,
+            api_version=env.get("RUTTER_API_VERSION") or DEFAULT_API_VERSION,
+            warehouse_url=env.get("WAREHOUSE_URL") or None,
+            dagster_pg_url=env.get("DAGSTER_PG_URL") or None,
+            history_start=history_start,
+            window_fragments=_int_env(env, "RUTTER_WINDOW_FRAGMENTS", 3),
+            page_limit=page_limit,
+            max_requests_per_10s=_int_env(env, "RUTTER_MAX_REQUESTS_PER_10S", 450),
+            incremental_lag_minutes=_int_env(env, "RUTTER_INCREMENTAL_LAG_MINUTES", 15),
+            reject_tolerance=_fraction_env(env, "RUTTER_REJECT_TOLERANCE", 0.0),
+            sentry_dsn=env.get("SENTRY_DSN") or None,
+        )
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.client_id and self.client_secret)

@@ -1,0 +1,33 @@
+"""Shared fixtures: each real component the tests talk to has a module in ``fixtures/``."""
+
+pytest_plugins = [
+    "rutter_pipeline_tests.fixtures.postgres",
+    "rutter_pipeline_tests.fixtures.sandbox",
+    "rutter_pipeline_tests.fixtures.pipeline",
+    "rutter_pipeline_tests.fixtures.daemon",
+    "rutter_pipeline_tests.fixtures.cli",
+]
+
+
+import pytest  # noqa: E402
+
+try:  # private to Dagster: the guard below goes quiet rather than break on a Dagster that moved it
+    from dagster._core.storage.defs_state.base import _current_storage
+except ImportError:  # pragma: no cover
+    _current_storage = None
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance():
+    """Fail the test that leaves a DagsterInstance entered, instead of a random later one.
+
+    Entering a DagsterInstance (``with instance``, or a ``build_*_context`` that opens one) makes its
+    defs-state storage the process's current one until it is exited. One never exited outlives its
+    instance, and the next test on that worker that resolves definitions fails with "Attempted to
+    resolve undefined DagsterInstance weakref", depending on when the garbage collector ran.
+    """
+    before = _current_storage.get() if _current_storage is not None else None
+    yield
+    if _current_storage is not None:
+        after = _current_storage.get()
+        assert after is before, "the test left a DagsterInstance entered (use build_*_context as a context manager)"
