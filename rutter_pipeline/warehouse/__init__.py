@@ -1,0 +1,1 @@
+"""The PostgreSQL warehouse: migrations, loader, connection registry, embedded server. No Dagster."""

@@ -1,0 +1,371 @@
+"""The connection lifecycle state machine, driven by webhooks (:func:`apply_event`) or polling (:func:`apply_status`).
+
+States (``rutter.connections.state``): ``pending`` (initial sync running), ``ready``, ``needs_update``
+and ``disabled`` (the two *paused* states: schedules skip them), ``removed`` (an operator's decision:
+nothing here moves a connection out of it). Every change is one row in ``rutter.connection_events``.
+The machine answers with :class:`Decision` s: what the orchestrator should do because of an event.
+
+Rutter's webhooks carry no event id and no timestamp, may arrive twice and out of order (a failed
+delivery is retried for about 15 minutes while later ones get through). The rules, and why:
+
+1. Idempotent. Identical bodies are one inbox row already. Applying the same inbox event twice
+   changes nothing and yields no decision: per connection, the machine remembers the last event id
+   it applied, separately for connection events and data events (two sensors may read those
+   classes at different paces, each in id order). Re-stating a fact (INITIAL_UPDATE when ready,
+   NEEDS_UPDATE when already needs_update, a status poll that shows nothing new) is a no-op too.
+2. INITIAL_UPDATE (or HISTORICAL_UPDATE, or any data event: Rutter only sends those once the
+   initial sync is done) moves ``pending`` to ``ready``: add the partition, backfill the history.
+   Arriving after the connection became ready it is a no-op. Arriving while paused it only notes
+   that the data is readable (and adds the partition); the history backfill waits for the resume.
+3. HISTORICAL_UPDATE on a ready connection: backfill the newly synced older range. While paused,
+   the range is remembered and asked for on resume (the gap backfill covers recent days only).
+4. CONNECTION_NEEDS_UPDATE / CONNECTION_DISABLED pause a live (``pending``/``ready``) connection,
+   except when stale: a CONNECTION_UPDATED that arrives while the connection is ``ready`` is the
+   mark of reordering (the merchant re-authenticated a connection we think healthy, so the
+   breakage it repairs is still in flight), and a pause event received within ``reorder_window``
+   (Rutter's retry span, 15 minutes) after it is older than it and ignored. Wrongly pausing would
+   stall a healthy connection silently until the next CONNECTION_UPDATED, which may never come;
+   wrongly staying live makes its runs fail loudly with NEEDS_UPDATE, and the polling sensor
+   corrects it. Between the two paused states the newer event wins (no new decision).
+5. CONNECTION_UPDATED on a paused connection resumes it: ``ready`` plus "backfill the gap" (and any
+   remembered older range); if it was never loaded, ``ready`` plus the history backfill; if its
+   initial sync never finished, back to ``pending``. On a live connection it is a no-op (rule 4).
+6. A data event (ORDER_*, PRODUCT_*, CUSTOMER_*, TRANSACTION_* created/updated/deleted) on a ready
+   connection asks for an incremental sync of that entity; no state change.
+7. ``apply_status`` drives the same machine from ``GET /connections/status``: it is the present
+   truth, so it is never stale (rule 4 does not apply), and it can undo what a reordered webhook
+   got wrong. Newly completed historical batches become "backfill older", with the same
+   ``entities_included_to_time_range`` detail a HISTORICAL_UPDATE carries.
+
+Decisions are handed out once: the sensor should act on them in the tick that applied the event.
+What the machine remembers beyond the state lives in ``rutter.connections.details['lifecycle']``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from rutter_pipeline.entities import ENTITIES
+from rutter_pipeline.warehouse.inbox import WebhookEvent
+from rutter_pipeline.warehouse.migrations import psycopg_url
+
+log = logging.getLogger(__name__)
+
+KINDS = (
+    "add_partition",
+    "backfill_history",
+    "backfill_older",
+    "pause",
+    "resume_backfill_gap",
+    "incremental_sync",
+    "none",  # part of the contract; this module answers a no-op with an empty list instead
+)
+PAUSED = ("needs_update", "disabled")
+LIVE = ("pending", "ready")
+REORDER_WINDOW = timedelta(minutes=15)
+_DATA_SUFFIXES = ("_CREATED", "_UPDATED", "_DELETED")
+_ENTITY_BY_PREFIX = {spec.webhook_prefix: name for name, spec in ENTITIES.items() if spec.webhook_prefix}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the orchestrator should do because of one event."""
+
+    kind: str
+    connection_id: str
+    entity: str | None = None  # for incremental_sync
+    detail: dict = field(default_factory=dict)  # e.g. HISTORICAL_UPDATE's entities_included_to_time_range
+
+
+SignalKind = Literal["initial", "historical", "needs_update", "disabled", "updated", "data"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One fact about a connection, from a webhook or read off a status body."""
+
+    kind: SignalKind
+    received_at: datetime | None = None
+    authoritative: bool = False  # a status poll: the present truth, never stale
+    entity: str | None = None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the machine remembers per connection besides the state (JSON in ``details['lifecycle']``)."""
+
+    initial_done: bool = False  # Rutter said the data is readable
+    history_requested: bool = False  # backfill_history was decided
+    last_connection_event: int = 0
+    last_data_event: int = 0
+    early_update_at: str | None = None  # ISO time of the last CONNECTION_UPDATED that found us ready
+    deferred_older: tuple[dict, ...] = ()  # HISTORICAL_UPDATE ranges that arrived while paused
+    batches_completed: int = 0  # historical batches a status poll showed completed
+
+    @classmethod
+    def load(cls, state: str, details: dict[str, Any]) -> Memory:
+        raw = dict(details.get("lifecycle") or {})
+        raw["deferred_older"] = tuple(raw.get("deferred_older") or ())
+        memory = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        if state == "ready":  # registered ready by hand (connections add): loaded like any other
+            memory = replace(memory, initial_done=True, history_requested=True)
+        return memory
+
+    def dump(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["deferred_older"] = list(self.deferred_older)
+        return out
+
+
+# -- the machine (pure) ------------------------------------------------------------------------------
+
+
+def step(
+    state: str, memory: Memory, signal: Signal, reorder_window: timedelta = REORDER_WINDOW
+) -> tuple[str, Memory, list[tuple[str, dict]]]:
+    """Apply one signal: the new state, the new memory, and ``(kind, detail)`` of each decision."""
+    if state == "removed":
+        return state, memory, []
+    kind = signal.kind
+    if kind == "data":
+        if state == "ready":
+            return state, memory, [("incremental_sync", signal.detail)]
+        kind = "initial"  # a data event proves the initial sync is done (rule 2)
+    if kind == "historical" and state == "ready":
+        return state, memory, [("backfill_older", signal.detail)]
+    if kind in ("initial", "historical"):
+        return _initial(state, memory, signal)
+    if kind == "updated":
+        return _updated(state, memory, signal)
+    return _pause(state, memory, signal, reorder_window)
+
+
+def _initial(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
+    if state == "pending":
+        return "ready", replace(memory, initial_done=True, history_requested=True), [
+            ("add_partition", {}),
+            ("backfill_history", {}),
+        ]
+    if state in PAUSED:
+        decisions: list[tuple[str, dict]] = [] if memory.initial_done else [("add_partition", {})]
+        if signal.kind == "historical" and memory.history_requested:
+            memory = replace(memory, deferred_older=(*memory.deferred_older, signal.detail))
+        return state, replace(memory, initial_done=True), decisions
+    return state, memory, []  # ready: already done
+
+
+def _updated(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
+    if state == "ready":
+        if signal.authoritative or signal.received_at is None:
+            return state, memory, []
+        return state, replace(memory, early_update_at=signal.received_at.isoformat()), []
+    if state not in PAUSED:
+        return state, memory, []  # pending: an API-created connection finished auth; INITIAL_UPDATE follows
+    if not memory.initial_done:
+        return "pending", memory, []
+    if not memory.history_requested:
+        return "ready", replace(memory, history_requested=True), [("backfill_history", {})]
+    decisions = [("resume_backfill_gap", {"paused_state": state})]
+    decisions += [("backfill_older", detail) for detail in memory.deferred_older]
+    return "ready", replace(memory, deferred_older=()), decisions
+
+
+def _stale(memory: Memory, signal: Signal, reorder_window: timedelta) -> bool:
+    """A pause event received within the reorder window after an early CONNECTION_UPDATED (rule 4)."""
+    if signal.authoritative or not memory.early_update_at or signal.received_at is None:
+        return False
+    return signal.received_at <= datetime.fromisoformat(memory.early_update_at) + reorder_window
+
+
+def _pause(
+    state: str, memory: Memory, signal: Signal, reorder_window: timedelta
+) -> tuple[str, Memory, list[tuple[str, dict]]]:
+    target = signal.kind
+    if state == target:
+        return state, memory, []
+    if _stale(memory, signal, reorder_window):
+        log.info("ignoring a stale %s: it arrived right after a CONNECTION_UPDATED", target)
+        return state, memory, []
+    decisions = [("pause", {"state": target, **signal.detail})] if state in LIVE else []
+    return target, memory, decisions
+
+
+# -- signals from webhooks and status bodies -----------------------------------------------------------
+
+
+def event_signal(event: WebhookEvent) -> Signal | None:
+    """The signal a webhook carries, or None when the lifecycle does not care about its code."""
+    code, at, payload = event.code or "", event.received_at, event.payload
+    if code == "INITIAL_UPDATE":
+        return Signal("initial", at)
+    if code == "HISTORICAL_UPDATE":
+        ranges = payload.get("entities_included_to_time_range")
+        return Signal("historical", at, detail={"entities_included_to_time_range": ranges} if ranges else {})
+    if code == "CONNECTION_NEEDS_UPDATE":
+        url = payload.get("update_url")
+        return Signal("needs_update", at, detail={"update_url": url} if url else {})
+    if code == "CONNECTION_DISABLED":
+        return Signal("disabled", at)
+    if code == "CONNECTION_UPDATED":
+        return Signal("updated", at)
+    prefix, _, _ = code.rpartition("_")
+    if prefix in _ENTITY_BY_PREFIX and code.endswith(_DATA_SUFFIXES):
+        return Signal("data", at, entity=_ENTITY_BY_PREFIX[prefix], detail={"code": code})
+    return None
+
+
+def status_signals(status: dict[str, Any], memory: Memory, state: str) -> Iterator[Signal]:
+    """The signals a ``GET /connections/status`` body (or its ``status`` object) implies."""
+    status = status_body(status)
+    disabled = status.get("disabled_status") or {}
+    if disabled.get("is_disabled"):
+        reason = disabled.get("disabled_reason")
+        yield Signal("disabled", authoritative=True, detail={"disabled_reason": reason} if reason else {})
+    elif (status.get("needs_update_status") or {}).get("needs_update"):
+        detail = {"update_url": status["link_url"]} if status.get("link_url") else {}
+        yield Signal("needs_update", authoritative=True, detail=detail)
+    elif state in PAUSED:
+        yield Signal("updated", authoritative=True)
+    if status.get("is_ready"):
+        yield Signal("initial", authoritative=True)
+        completed = completed_batches(status)
+        if completed > memory.batches_completed and memory.history_requested:
+            yield Signal("historical", authoritative=True, detail=synced_ranges(status, completed))
+
+
+def status_body(status: dict[str, Any]) -> dict[str, Any]:
+    """The ``status`` object, given either it or the whole ``{"connection", "status"}`` body."""
+    return status["status"] if isinstance(status.get("status"), dict) else status
+
+
+def synced_ranges(status: dict[str, Any], completed: int) -> dict[str, Any]:
+    """A status body's first ``completed`` batches in HISTORICAL_UPDATE's terms, so both sources read alike.
+
+    ``{"batches_completed": 2, "entities_included_to_time_range": [{"platformEntity": "ORDERS",
+    "xMonthsAgo": 3}, ...]}``: batches run newest first, so the months add up.
+    """
+    batches = ((status.get("historical_sync_status") or {}).get("batches") or [])[:completed]
+    months = sum(int(((b or {}).get("config") or {}).get("timeFrameInMonths") or 0) for b in batches)
+    entities = sorted({name for b in batches for name in ((b or {}).get("progress_info") or {})})
+    detail: dict[str, Any] = {"batches_completed": completed}
+    if months and entities:
+        detail["entities_included_to_time_range"] = [
+            {"platformEntity": name.upper(), "xMonthsAgo": months} for name in entities
+        ]
+    return detail
+
+
+def completed_batches(status: dict[str, Any]) -> int:
+    """How many historical-sync batches are complete (``num_batches_completed``, else counted)."""
+    history = status.get("historical_sync_status") or {}
+    if isinstance(history.get("num_batches_completed"), int):
+        return history["num_batches_completed"]
+    done = 0
+    for batch in history.get("batches") or ():
+        progress = (batch or {}).get("progress_info") or {}
+        if progress and all((p or {}).get("status") == "COMPLETED" for p in progress.values()):
+            done += 1
+    return done
+
+
+# -- applying signals to the registry ------------------------------------------------------------------
+
+
+def apply_event(url: str, event: WebhookEvent, *, reorder_window: timedelta = REORDER_WINDOW) -> list[Decision]:
+    """Apply one inbox event in one transaction (state, memory, history); return its decisions."""
+    return apply_events(url, [event], reorder_window=reorder_window)
+
+
+def apply_events(
+    url: str, events: Iterable[WebhookEvent], *, reorder_window: timedelta = REORDER_WINDOW
+) -> list[Decision]:
+    """:func:`apply_event` for each event in order, over one database connection (a transaction each)."""
+    decisions: list[Decision] = []
+    with psycopg.connect(psycopg_url(url), row_factory=dict_row) as conn:
+        for event in events:
+            decisions += _apply_event(conn, event, reorder_window)
+    return decisions
+
+
+def _apply_event(conn: psycopg.Connection[Any], event: WebhookEvent, reorder_window: timedelta) -> list[Decision]:
+    signal = event_signal(event)
+    if signal is None or not event.connection_id:
+        return []
+    counter = "last_data_event" if signal.kind == "data" else "last_connection_event"
+    with conn.transaction():
+        locked = _lock(conn, event.connection_id)
+        if locked is None:
+            log.warning("%s webhook for unregistered connection %s ignored", event.code, event.connection_id)
+            return []
+        state, memory = locked
+        if getattr(memory, counter) >= event.id:
+            return []  # applied before (rule 1)
+        memory = replace(memory, **{counter: event.id})
+        new_state, memory, decided = step(state, memory, signal, reorder_window)
+        _save(conn, event.connection_id, state, new_state, memory, f"{event.code} (webhook event {event.id})")
+    return _decisions(event.connection_id, decided, signal.entity)
+
+
+def apply_status(url: str, connection_id: str, status: dict[str, Any]) -> list[Decision]:
+    """Apply a ``GET /connections/status`` body (or its ``status`` object) in one transaction."""
+    with psycopg.connect(psycopg_url(url), row_factory=dict_row) as conn:
+        locked = _lock(conn, connection_id)
+        if locked is None:
+            log.warning("status of unregistered connection %s ignored", connection_id)
+            return []
+        state, memory = locked
+        before, decided = state, []
+        for signal in status_signals(status, memory, state):
+            state, memory, made = step(state, memory, signal)
+            decided += made
+        completed = completed_batches(status_body(status))
+        memory = replace(memory, batches_completed=max(memory.batches_completed, completed))
+        _save(conn, connection_id, before, state, memory, "connection status poll")
+    return _decisions(connection_id, decided, None)
+
+
+def _lock(conn: psycopg.Connection[Any], connection_id: str) -> tuple[str, Memory] | None:
+    """The connection's state and memory, its row locked until commit so that appliers serialize."""
+    row = conn.execute(
+        "SELECT state, details FROM rutter.connections WHERE connection_id = %s FOR UPDATE", (connection_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return row["state"], Memory.load(row["state"], row["details"] or {})
+
+
+def _save(
+    conn: psycopg.Connection[Any], connection_id: str, before: str, after: str, memory: Memory, cause: str
+) -> None:
+    conn.execute(
+        """
+        UPDATE rutter.connections SET state = %(after)s,
+            details = details || jsonb_build_object('lifecycle', %(memory)s::jsonb),
+            updated_at = CASE WHEN state <> %(after)s THEN now() ELSE updated_at END,
+            last_event_at = CASE WHEN state <> %(after)s THEN now() ELSE last_event_at END
+        WHERE connection_id = %(id)s
+        """,
+        {"after": after, "memory": Jsonb(memory.dump()), "id": connection_id},
+    )
+    if before != after:
+        conn.execute(
+            "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) VALUES (%s, %s, %s, %s)",
+            (connection_id, before, after, cause),
+        )
+        log.info("connection %s: %s -> %s (%s)", connection_id, before, after, cause)
+
+
+def _decisions(connection_id: str, decided: list[tuple[str, dict]], entity: str | None) -> list[Decision]:
+    return [
+        Decision(kind, connection_id, entity if kind == "incremental_sync" else None, dict(detail))
+        for kind, detail in decided
+    ]

@@ -1,0 +1,419 @@
+"""Landing (COPY) and merging (set-based SQL) of Rutter records: DESIGN §5.3 and §5.5.
+
+``land`` streams pages into ``landing.<entity>`` with COPY, replacing the partition's previous
+landing in one transaction, so memory stays flat however big the day. ``merge`` then moves a
+landed partition into ``rutter.<entity>`` and its child tables in one transaction: a crash leaves
+the typed tables as they were before or after, never between. ``upsert`` is the incremental path
+(newer wins, nothing deleted). All entity-specific SQL comes from ``merge_sql`` (the EntitySpec).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from itertools import pairwise
+from typing import Any
+
+import orjson
+import psycopg
+
+from rutter_pipeline.entities import EntitySpec
+from rutter_pipeline.warehouse import layout, marts
+from rutter_pipeline.warehouse.errors import LandingNotValidated, PartitionNotLanded, RecordOutsidePartition
+from rutter_pipeline.warehouse.merge_sql import MergeStatements, statements
+from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.partitioning import partition_day
+
+log = logging.getLogger(__name__)
+
+# Sorting a partition's records by key needs more than PostgreSQL's default 4 MB to stay in memory.
+MERGE_WORK_MEM = "128MB"
+# The merge's temporary stage holds a couple of kB per record; with PostgreSQL's default 8 MB of
+# temporary buffers it is written out to disk and read back at once (a third of the stage fill).
+# A cap, not an allocation: buffers are taken as the stage grows.
+TEMP_BUFFERS = "256MB"
+# Records merged per statement run: a run of days of about this many records is staged at once.
+MERGE_CHUNK_RECORDS = 50_000
+
+
+@dataclass(frozen=True)
+class LandingStats:
+    entity: str
+    connection_id: str
+    start: date
+    end: date
+    run_id: str
+    passed: bool
+    per_date: dict[date, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_date.values())
+
+
+@dataclass(frozen=True)
+class ChildCounts:
+    inserted: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What a merge did. ``unchanged`` includes ``stale`` (records older than the stored row)."""
+
+    entity: str
+    connection_id: str
+    start: date
+    end: date
+    run_id: str
+    inserted: int
+    updated: int
+    unchanged: int
+    stale: int
+    deleted: int
+    children: dict[str, ChildCounts] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass(frozen=True)
+class UpsertStats:
+    """What an incremental upsert did; ``changed_partitions`` are the days whose rows changed."""
+
+    entity: str
+    connection_id: str
+    run_id: str
+    received: int
+    inserted: int
+    updated: int
+    unchanged: int
+    stale: int
+    children: dict[str, ChildCounts] = field(default_factory=dict)
+    changed_partitions: frozenset[date] = frozenset()
+
+
+def _days(start: date, end: date) -> list[date]:
+    if end < start:
+        raise ValueError(f"partition range ends ({end}) before it starts ({start})")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _months(start: date, end: date) -> list[int]:
+    return sorted({d.year * 12 + d.month - 1 for d in _days(start, end)})
+
+
+def _chunks(days: list[date], per_day: dict[date, int], records: int) -> Iterator[tuple[date, date]]:
+    """Consecutive runs of ``days`` holding about ``records`` records each (a big day is a run alone)."""
+    first, count = days[0], 0
+    for prev, day in pairwise(days):
+        count += per_day.get(prev, 0)
+        if count + per_day.get(day, 0) > records:
+            yield first, prev
+            first, count = day, 0
+    yield first, days[-1]
+
+
+def _json(record: dict[str, Any]) -> str:
+    return orjson.dumps(record).decode()
+
+
+def _copy_json(record: dict[str, Any]) -> bytes:
+    """A record as a COPY text field: JSON has no raw tabs or newlines, only backslashes to double."""
+    return orjson.dumps(record).replace(b"\\", b"\\\\")
+
+
+def _copy_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class Loader:
+    """Writes one entity's records for one connection; each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = psycopg_url(url)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self.url) as conn:
+            # Offset-less timestamps are UTC, as in partitioning.parse_timestamp.
+            conn.execute("SET LOCAL TIME ZONE 'UTC'")
+            # Only settable before the session's first temporary table, so here rather than in _stage.
+            conn.execute(f"SET LOCAL temp_buffers = '{TEMP_BUFFERS}'")
+            yield conn
+
+    # -- landing ---------------------------------------------------------------------------
+    def land(
+        self,
+        spec: EntitySpec,
+        connection_id: str,
+        start: date,
+        end: date,
+        pages: Iterable[Sequence[dict[str, Any]]],
+        run_id: str,
+        *,
+        passed: bool | Callable[[], bool] = True,
+    ) -> LandingStats:
+        """Replace the landing of ``[start, end]`` with ``pages``; record whether it passed validation.
+
+        ``passed`` may be a callable, asked after the last page, for a validator that consumes the
+        same page stream. Every day of the range gets a ``landing.batches`` row, empty days too, so
+        that a merge can tell "Rutter has nothing that day" from "never landed".
+        """
+        days = _days(start, end)
+        counts: Counter[date] = Counter()
+        table = layout.landing_table(spec)
+        with self._transaction() as conn:
+            # Landers of overlapping ranges must not interleave their delete and COPY (that would
+            # double rows); month-sized lock buckets keep the lock count small for long ranges.
+            for month in _months(start, end):
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"land/{spec.name}/{connection_id}", month)
+                )
+            conn.execute(
+                f"DELETE FROM {table} WHERE connection_id = %s AND partition_date BETWEEN %s AND %s",
+                (connection_id, start, end),
+            )
+            with conn.cursor().copy(f"COPY {table} (connection_id, partition_date, record, run_id) FROM STDIN") as copy:
+                # COPY text rows written by hand: psycopg's write_row adapts every value in Python,
+                # which costs more than the JSON encoding itself at a few thousand records a second.
+                head, tail = f"{_copy_text(connection_id)}\t".encode(), f"\t{_copy_text(run_id)}\n".encode()
+                for page in pages:
+                    chunk = []
+                    for record in page:
+                        day = partition_day(spec, record)
+                        if not start <= day <= end:
+                            raise RecordOutsidePartition(spec.name, record.get("id"), day, start, end)
+                        chunk.append(b"".join((head, day.isoformat().encode(), b"\t", _copy_json(record), tail)))
+                        counts[day] += 1
+                    copy.write(b"".join(chunk))
+            ok = bool(passed()) if callable(passed) else bool(passed)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """
+                    INSERT INTO landing.batches (entity, connection_id, partition_date, run_id, record_count, passed)
+                    VALUES (%s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (entity, connection_id, partition_date) DO UPDATE SET
+                        run_id = EXCLUDED.run_id, record_count = EXCLUDED.record_count,
+                        passed = EXCLUDED.passed, landed_at = now()
+                    """,
+                    [(spec.name, connection_id, d, run_id, counts[d], ok) for d in days],
+                )
+        stats = LandingStats(spec.name, connection_id, start, end, run_id, ok, {d: counts[d] for d in days})
+        log.info("landed %s %s %s..%s: %d records (passed=%s)", spec.name, connection_id, start, end, stats.total, ok)
+        return stats
+
+    # -- merge -----------------------------------------------------------------------------
+    def merge(self, spec: EntitySpec, connection_id: str, start: date, end: date, run_id: str) -> MergeStats:
+        """Make ``rutter.<entity>`` hold exactly the landed partitions ``[start, end]`` (newer rows kept).
+
+        One transaction for the whole range, worked through in runs of days of about
+        ``MERGE_CHUNK_RECORDS`` records: the stage of a month of a big merchant would not fit in
+        temporary buffers and work memory, and spilling it costs more than the extra statements.
+        """
+        days = _days(start, end)
+        st = statements(spec)
+        base = {"entity": spec.name, "connection_id": connection_id, "run_id": run_id}
+        inserted = updated = staged = stale = deleted = 0
+        child_counts: Counter[tuple[str, str]] = Counter()
+        with self._transaction() as conn:
+            self._lock_entity(conn, spec, connection_id)
+            per_day = self._check_landed(conn, spec, connection_id, start, end, days)
+            for first, last in _chunks(days, per_day, MERGE_CHUNK_RECORDS):
+                params = {**base, "start": first, "end": last}
+                landed = self._stage(conn, st, st.fill_from_landing, params)
+                expected = sum(per_day[d] for d in _days(first, last))
+                if landed != expected:
+                    raise PartitionNotLanded(
+                        f"{spec.name} {connection_id} {first}..{last}: the landing holds {landed} records but its "
+                        f"batches recorded {expected}; land the range again before merging"
+                    )
+                chunk_stale, chunk_inserted, chunk_updated, children = self._write(conn, st, params)
+                for child in st.children:
+                    child_counts[child.table, "deleted"] += conn.execute(child.delete_missing, params).rowcount
+                for table, counts in children.items():
+                    child_counts[table, "inserted"] += counts.inserted
+                    child_counts[table, "deleted"] += counts.deleted
+                deleted += conn.execute(st.delete_missing, params).rowcount
+                staged += conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
+                stale, inserted, updated = stale + chunk_stale, inserted + chunk_inserted, updated + chunk_updated
+                conn.execute(st.drop_stage)
+        stats = MergeStats(
+            spec.name,
+            connection_id,
+            start,
+            end,
+            run_id,
+            inserted=inserted,
+            updated=updated,
+            unchanged=staged - inserted - updated,
+            stale=stale,
+            deleted=deleted,
+            children={
+                c.table: ChildCounts(child_counts[c.table, "inserted"], child_counts[c.table, "deleted"])
+                for c in st.children
+            },
+        )
+        log.info(
+            "merged %s %s %s..%s: %d inserted, %d updated, %d unchanged (%d stale), %d deleted",
+            spec.name, connection_id, start, end, inserted, updated, stats.unchanged, stale, deleted,
+        )  # fmt: skip
+        return stats
+
+    def _check_landed(
+        self, conn: psycopg.Connection, spec: EntitySpec, connection_id: str, start: date, end: date, days: list[date]
+    ) -> dict[date, int]:
+        """Refuse days that were never landed or failed validation; return each day's landed record count."""
+        # FOR SHARE: a concurrent lander must not commit a new landing between this check and the
+        # read of the landing rows (it updates these rows before it commits).
+        rows = conn.execute(
+            """
+            SELECT partition_date, passed, run_id, record_count FROM landing.batches
+            WHERE entity = %s AND connection_id = %s AND partition_date BETWEEN %s AND %s
+            FOR SHARE
+            """,
+            (spec.name, connection_id, start, end),
+        ).fetchall()
+        found = {d: (ok, run) for d, ok, run, _ in rows}
+        missing = [d for d in days if d not in found]
+        if missing:
+            raise PartitionNotLanded(
+                f"{spec.name} {connection_id}: no landing for {_date_list(missing)}; land these days before "
+                "merging (merging an unlanded day would delete its rows)"
+            )
+        failed = sorted(d for d, (ok, _) in found.items() if not ok)
+        if failed:
+            runs = sorted({found[d][1] for d in failed})
+            raise LandingNotValidated(
+                f"{spec.name} {connection_id}: the latest landing of {_date_list(failed)} (run {', '.join(runs)}) "
+                "failed validation; fix the cause and re-land before merging"
+            )
+        return {d: n for d, _, _, n in rows}
+
+    # -- incremental upsert --------------------------------------------------------------------
+    def upsert(
+        self, spec: EntitySpec, connection_id: str, records: Iterable[dict[str, Any]], run_id: str
+    ) -> UpsertStats:
+        """Newer-wins upsert of an incremental batch (``updated_at_min`` sync): nothing is deleted."""
+        st = statements(spec)
+        params = {"connection_id": connection_id, "run_id": run_id}
+        received = 0
+        with self._transaction() as conn:
+            self._lock_entity(conn, spec, connection_id)
+            conn.execute(st.create_incoming)
+            with conn.cursor().copy(f"COPY {st.incoming} (partition_date, record) FROM STDIN") as copy:
+                for record in records:
+                    copy.write(
+                        b"".join((partition_day(spec, record).isoformat().encode(), b"\t", _copy_json(record), b"\n"))
+                    )
+                    received += 1
+            self._stage(conn, st, st.fill_from_incoming, params)
+            left = dict(conn.execute(st.old_partitions, params).fetchall())
+            stale, inserted, updated, children = self._write(conn, st, params)
+            written = conn.execute(f"SELECT key, inserted, day FROM {st.written}").fetchall()
+            staged = conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
+        # The days of written rows changed, and so did a day an updated row moved away from (a
+        # customer dated by updated_at); the days of skipped rows did not.
+        changed = {day for _, _, day in written} | {left[k] for k, ins, _ in written if not ins and k in left}
+        stats = UpsertStats(
+            spec.name,
+            connection_id,
+            run_id,
+            received=received,
+            inserted=inserted,
+            updated=updated,
+            unchanged=staged - inserted - updated,
+            stale=stale,
+            children=children,
+            changed_partitions=frozenset(changed),
+        )
+        log.info(
+            "upserted %s %s: %d received, %d inserted, %d updated, %d unchanged (%d stale)",
+            spec.name, connection_id, received, inserted, updated, stats.unchanged, stale,
+        )  # fmt: skip
+        return stats
+
+    # -- shared steps --------------------------------------------------------------------------
+    @staticmethod
+    def _lock_entity(conn: psycopg.Connection, spec: EntitySpec, connection_id: str) -> None:
+        """Merges and upserts of one entity and connection run one at a time (same keys)."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"merge/{spec.name}/{connection_id}",))
+
+    @staticmethod
+    def _stage(conn: psycopg.Connection, st: MergeStatements, fill: str, params: dict[str, Any]) -> int:
+        """Fill the stage; return how many records the source had (before de-duplication)."""
+        conn.execute(f"SET LOCAL work_mem = '{MERGE_WORK_MEM}'")
+        # JIT-compiling these wide expressions costs more than it saves on a partition's rows.
+        conn.execute("SET LOCAL jit = off")
+        for statement in st.create_stage:
+            conn.execute(statement)
+        received = conn.execute(fill, params).rowcount
+        conn.execute(st.dedup)
+        conn.execute(f"ANALYZE {st.stage} ({st.key})")
+        conn.execute(st.create_written)
+        return received
+
+    @staticmethod
+    def _write(
+        conn: psycopg.Connection, st: MergeStatements, params: dict[str, Any]
+    ) -> tuple[int, int, int, dict[str, ChildCounts]]:
+        stale = conn.execute(st.count_stale, params).fetchone()[0]  # type: ignore[index]
+        conn.execute(st.upsert, params)
+        inserted, updated = conn.execute(
+            f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM {st.written}"
+        ).fetchone()  # type: ignore[misc]
+        children: dict[str, ChildCounts] = {}
+        for child in st.children:
+            removed = conn.execute(child.delete_rewritten, params).rowcount
+            added = conn.execute(child.insert, params).rowcount
+            children[child.table] = ChildCounts(added, removed)
+        return stale, inserted, updated, children
+
+    # -- rejects and marts ---------------------------------------------------------------------
+    def write_rejects(
+        self,
+        spec: EntitySpec,
+        connection_id: str,
+        rejects: Iterable[tuple[date | None, dict[str, Any], list[dict[str, Any]]]],
+        run_id: str,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> int:
+        """Store ``(partition_date, record, errors)`` rows, replacing earlier rejects of those partitions.
+
+        The partitions replaced are the dates that occur in ``rejects`` plus, when given, every day
+        of ``[start, end]``: pass the range so that a re-run with no rejects clears the old ones.
+        """
+        rows = [(d, _json(record), orjson.dumps(errors).decode()) for d, record, errors in rejects]
+        dates = {d for d, _, _ in rows if d is not None}
+        if start is not None or end is not None:
+            dates.update(_days(start or end, end or start))  # type: ignore[arg-type]
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM rutter.rejects WHERE entity = %s AND connection_id = %s "
+                "AND (partition_date = ANY(%s) OR (%s AND partition_date IS NULL))",
+                (spec.name, connection_id, sorted(dates), any(d is None for d, _, _ in rows)),
+            )
+            with conn.cursor().copy(
+                "COPY rutter.rejects (entity, connection_id, partition_date, record, errors, run_id) FROM STDIN"
+            ) as copy:
+                for d, record, errors in rows:
+                    copy.write_row((spec.name, connection_id, d, record, errors, run_id))
+        return len(rows)
+
+    def refresh_daily_sales(self, connection_id: str, start: date, end: date) -> int:
+        """Recompute ``marts.daily_sales`` for the connection's days ``[start, end]``; rows written."""
+        _days(start, end)
+        with self._transaction() as conn:
+            return marts.refresh_daily_sales(conn, connection_id, start, end)
+
+
+def _date_list(days: Sequence[date]) -> str:
+    shown = ", ".join(str(d) for d in days[:5])
+    return shown + (f" and {len(days) - 5} more" if len(days) > 5 else "")

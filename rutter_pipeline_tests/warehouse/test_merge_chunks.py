@@ -1,0 +1,66 @@
+"""A range merge worked through in runs of days (``MERGE_CHUNK_RECORDS``) gives the tables of a one-run merge."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from rutter_pipeline.entities import ORDERS
+from rutter_pipeline.warehouse import loader as loader_module
+from rutter_pipeline.warehouse.loader import Loader, MergeStats, _chunks
+from rutter_pipeline.warehouse.readback import read_records
+from rutter_pipeline_tests.warehouse.factories import Records
+
+pytestmark = pytest.mark.postgres
+
+DAYS = [date(2024, 3, 4) + timedelta(days=i) for i in range(5)]
+
+
+def _merge(loader: Loader, conn: str, orders: list[dict[str, Any]], run: str) -> MergeStats:
+    loader.land(ORDERS, conn, DAYS[0], DAYS[-1], [orders], run)
+    return loader.merge(ORDERS, conn, DAYS[0], DAYS[-1], run)
+
+
+def _counts(stats: MergeStats) -> tuple[int, ...]:
+    items = stats.children["order_line_items"]
+    return stats.inserted, stats.updated, stats.unchanged, stats.deleted, items.inserted, items.deleted
+
+
+def _stored(url: str, conn: str) -> list[dict[str, Any]]:
+    return sorted(read_records(url, ORDERS, conn, DAYS[0], DAYS[-1]), key=lambda r: r["id"])
+
+
+def test_chunked_merge_equals_one_run_merge(
+    warehouse: str, loader: Loader, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Day 2 stays empty; the others get 1..4 orders, so chunks of 3 records split the range 3 ways.
+    orders = [records.order(day) for n, day in enumerate(DAYS) if n != 2 for _ in range(n or 1)]
+    one_run = _merge(loader, "whole", orders, "run-1")
+    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 3)
+    chunked = _merge(loader, "chunked", orders, "run-1")
+    assert _counts(chunked) == _counts(one_run) == (len(orders), 0, 0, 0, sum(len(o["line_items"]) for o in orders), 0)
+    assert _stored(warehouse, "chunked") == _stored(warehouse, "whole") == sorted(orders, key=lambda r: r["id"])
+
+    # Rutter drops an order of the first and of the last day and changes one in the middle.
+    changed = dict(orders[3], status="archived", updated_at="2024-03-09T00:00:00.000Z")
+    later = [changed, *orders[1:3], *orders[4:-1]]
+    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 10**9)
+    one_run = _merge(loader, "whole", later, "run-2")
+    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 3)
+    chunked = _merge(loader, "chunked", later, "run-2")
+    dropped_items = len(orders[0]["line_items"]) + len(orders[-1]["line_items"])
+    assert chunked.deleted == 2
+    assert _counts(chunked) == _counts(one_run)
+    assert chunked.children["order_line_items"].deleted == one_run.children["order_line_items"].deleted
+    assert one_run.children["order_line_items"].deleted >= dropped_items
+    assert _stored(warehouse, "chunked") == _stored(warehouse, "whole") == sorted(later, key=lambda r: r["id"])
+
+
+def test_chunks_cover_the_range_once_within_the_budget() -> None:
+    per_day = {DAYS[0]: 2, DAYS[1]: 2, DAYS[2]: 0, DAYS[3]: 9, DAYS[4]: 1}
+    chunks = list(_chunks(DAYS, per_day, 4))
+    assert chunks == [(DAYS[0], DAYS[2]), (DAYS[3], DAYS[3]), (DAYS[4], DAYS[4])]
+    assert list(_chunks(DAYS, per_day, 10**6)) == [(DAYS[0], DAYS[-1])]
+    assert list(_chunks(DAYS[:1], {}, 1)) == [(DAYS[0], DAYS[0])]
