@@ -1,0 +1,45 @@
+"""The code location: the one ``Definitions`` object (``dagster dev -m rutter_pipeline.definitions``)."""
+
+import warnings
+
+import dagster as dg
+
+from rutter_pipeline.defs.incremental import incremental_sync_job
+from rutter_pipeline.defs.ingest import build_entity_assets
+from rutter_pipeline.defs.jobs import ingest_job
+from rutter_pipeline.defs.marts import build_mart_assets, marts_automation_sensor
+from rutter_pipeline.defs.partitions import ingest_partitions
+from rutter_pipeline.defs.resources import resources_from_env
+from rutter_pipeline.defs.schedules import daily_ingest_schedule, incremental_sync_schedule
+from rutter_pipeline.defs.sensors import (
+    connection_lifecycle_sensor,
+    connection_poll_sensor,
+    data_webhook_sensor,
+    run_failure_alert_sensor,
+)
+
+# BackfillPolicy and partitioned checks are marked beta/preview in 1.13; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def build_definitions() -> dg.Definitions:
+    partitions_def = ingest_partitions()
+    return dg.Definitions(
+        assets=[*build_entity_assets(partitions_def), *build_mart_assets(partitions_def)],
+        jobs=[ingest_job, incremental_sync_job],
+        schedules=[daily_ingest_schedule, incremental_sync_schedule],
+        sensors=[
+            connection_lifecycle_sensor,
+            connection_poll_sensor,
+            data_webhook_sensor,
+            run_failure_alert_sensor,
+            marts_automation_sensor,
+        ],
+        resources=resources_from_env(),
+        # A partition's steps are seconds of work; a process per step would cost as much again.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

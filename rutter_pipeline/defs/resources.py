@@ -1,0 +1,83 @@
+"""Resources: the Rutter client and the warehouse, configured from the environment (DESIGN §4.1).
+
+Secrets stay out of run config: the org credentials are ``EnvVar``s (Dagster shows the variable's
+name, never its value), the warehouse URL is read from the environment when the run starts, and
+access tokens are read from the connection registry inside the run.
+"""
+
+import os
+from functools import cached_property
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from rutter_pipeline.rutter.client import RutterClient
+from rutter_pipeline.settings import Settings
+from rutter_pipeline.warehouse.embedded import default_urls
+from rutter_pipeline.warehouse.loader import Loader
+from rutter_pipeline.warehouse.migrations import migrate
+from rutter_pipeline.warehouse.registry import ConnectionRegistry
+
+
+class RutterResource(dg.ConfigurableResource):
+    """Rutter API access for one run; the client (and its rate limiter) is built once per process."""
+
+    base_url: str
+    client_id: str
+    client_secret: str
+    api_version: str = Settings.api_version
+    page_limit: int = Settings.page_limit
+    window_fragments: int = Settings.window_fragments
+    max_requests_per_10s: int = Settings.max_requests_per_10s
+    _client: RutterClient | None = PrivateAttr(default=None)
+
+    def client(self) -> RutterClient:
+        if self._client is None:
+            self._client = RutterClient(
+                base_url=self.base_url,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                api_version=self.api_version,
+                page_limit=self.page_limit,
+                window_fragments=self.window_fragments,
+                max_requests_per_10s=self.max_requests_per_10s,
+            )
+        return self._client
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The PostgreSQL warehouse. ``url`` empty means WAREHOUSE_URL, else the embedded server.
+
+    The URL is resolved inside the run (not put in run config) because it may carry a password.
+    The schema is migrated on first use, so a new deployment needs no manual step.
+    """
+
+    url: str = ""
+
+    @cached_property
+    def resolved_url(self) -> str:
+        url = self.url or os.environ.get("WAREHOUSE_URL") or default_urls()[0]
+        migrate(url)
+        return url
+
+    def loader(self) -> Loader:
+        return Loader(self.resolved_url)
+
+    def registry(self) -> ConnectionRegistry:
+        return ConnectionRegistry(self.resolved_url)
+
+
+def resources_from_env(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    settings = settings or Settings.from_env()
+    return {
+        "rutter": RutterResource(
+            base_url=settings.base_url,
+            client_id=dg.EnvVar("RUTTER_CLIENT_ID"),
+            client_secret=dg.EnvVar("RUTTER_CLIENT_SECRET"),
+            api_version=settings.api_version,
+            page_limit=settings.page_limit,
+            window_fragments=settings.window_fragments,
+            max_requests_per_10s=settings.max_requests_per_10s,
+        ),
+        "warehouse": WarehouseResource(),
+    }

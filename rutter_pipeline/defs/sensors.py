@@ -1,0 +1,270 @@
+"""Sensors: connection lifecycle (webhook inbox or polling), data webhooks, run-failure alerts.
+
+The state machine lives in the warehouse core (``warehouse.lifecycle``): a sensor feeds it events
+and turns its decisions into Dagster requests: add the connection's partition, launch history
+backfills as range runs, resume with exactly the gap, or start incremental syncs. A paused connection
+simply gets no runs (the schedules skip it, too).
+"""
+
+import json
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from rutter_pipeline.alerts import send_alert
+from rutter_pipeline.defs.backfills import range_run_requests
+from rutter_pipeline.defs.incremental import LIVE_STATES, incremental_run_config, incremental_sync_job
+from rutter_pipeline.defs.ingest import warehouse_key
+from rutter_pipeline.defs.jobs import ingest_job
+from rutter_pipeline.defs.partitions import CONNECTIONS, parse_key
+from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
+from rutter_pipeline.entities import ENTITIES, ORDERS
+from rutter_pipeline.settings import Settings
+from rutter_pipeline.warehouse import inbox, lifecycle
+from rutter_pipeline.warehouse.registry import ConnectionRegistry
+
+PAUSED_STATES = ("needs_update", "disabled")
+
+EVENTS_PER_TICK = 500
+DATA_PREFIXES = tuple(f"{spec.webhook_prefix}_" for spec in ENTITIES.values())
+# Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
+# longer than the max wait, before syncing a connection.
+DEBOUNCE_QUIET_SECONDS = int(os.environ.get("RUTTER_WEBHOOK_DEBOUNCE_SECONDS") or 60)
+DEBOUNCE_MAX_WAIT_SECONDS = 5 * DEBOUNCE_QUIET_SECONDS
+# How often the inbox sensors look (the demo and tests shorten it).
+INBOX_INTERVAL_SECONDS = int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def last_good_day(instance: dg.DagsterInstance, connection_id: str) -> date | None:
+    """The newest day of the connection whose warehouse/orders partition materialized."""
+    days = [
+        day
+        for key in instance.get_materialized_partitions(warehouse_key(ORDERS))
+        for conn, day in [parse_key(key)]
+        if conn == connection_id
+    ]
+    return max(days) if days else None
+
+
+def gap_start_day(instance: dg.DagsterInstance, registry: ConnectionRegistry, connection_id: str) -> date | None:
+    """First day that may miss records after a pause: the day the connection was paused (that day's
+    rows stop at the pause), or the day after the last loaded partition when that is earlier."""
+    days = []
+    last = last_good_day(instance, connection_id)
+    if last:
+        days.append(last + timedelta(days=1))
+    pauses = [row["at"] for row in registry.history(connection_id) if row["to_state"] in PAUSED_STATES]
+    if pauses:
+        days.append(pauses[-1].astimezone(UTC).date())
+    return min(days) if days else None
+
+
+def decision_requests(
+    decision: lifecycle.Decision,
+    instance: dg.DagsterInstance,
+    registry: ConnectionRegistry,
+    settings: Settings,
+    key: str,
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """Run requests and new partition keys for one lifecycle decision."""
+    conn = decision.connection_id
+    today = _today()
+    start = settings.history_start
+    if decision.kind == "add_partition":
+        return [], [conn]
+    if decision.kind == "backfill_history":
+        return range_run_requests(conn, start, today, reason="history", key=key), []
+    if decision.kind == "backfill_older":
+        months = max(
+            (int(item.get("xMonthsAgo") or 0) for item in decision.detail.get("entities_included_to_time_range", [])),
+            default=0,
+        )
+        older = max(start, today - timedelta(days=31 * months)) if months else start
+        return range_run_requests(conn, older, today, reason="historical", key=key), []
+    if decision.kind == "resume_backfill_gap":
+        # Records created while paused are in the gap; records of older days updated meanwhile come
+        # with an incremental sync from the watermark.
+        gap_start = max(start, gap_start_day(instance, registry, conn) or start)
+        catch_up = dg.RunRequest(
+            job_name=incremental_sync_job.name,
+            run_key=f"resume:{conn}:{key}",
+            run_config=incremental_run_config(conn),
+            tags={"rutter/connection": conn, "rutter/trigger": "resume"},
+        )
+        return [*range_run_requests(conn, gap_start, today, reason="gap", key=key), catch_up], []
+    return [], []
+
+
+def _requests_for(decisions, instance, registry, settings, key) -> tuple[list[dg.RunRequest], list[str]]:
+    runs: list[dg.RunRequest] = []
+    partitions: list[str] = []
+    for decision in decisions:
+        new_runs, new_partitions = decision_requests(decision, instance, registry, settings, key)
+        runs += new_runs
+        partitions += [p for p in new_partitions if p not in partitions]
+    return runs, partitions
+
+
+def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: str) -> dg.SensorResult:
+    known = set(instance.get_dynamic_partitions(CONNECTIONS.name))
+    new = [p for p in partitions if p not in known]
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[CONNECTIONS.build_add_request(new)] if new else [],
+        cursor=cursor,
+        skip_reason=None if runs or new else skip,
+    )
+
+
+@dg.sensor(
+    jobs=[ingest_job, incremental_sync_job],
+    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reads Rutter's lifecycle webhooks from the inbox (rutter.webhook_events) and reacts.",
+)
+def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    settings = Settings.from_env()
+    url = warehouse.resolved_url
+    after = int(context.cursor or 0)
+    events = inbox.read_events(url, after, limit=EVENTS_PER_TICK)
+    if not events:
+        return dg.SkipReason("no new webhook events")
+    runs: list[dg.RunRequest] = []
+    partitions: list[str] = []
+    for event in events:
+        if event.code.startswith(DATA_PREFIXES):
+            continue  # data events are the data_webhook_sensor's
+        decisions = lifecycle.apply_event(url, event)
+        new_runs, new_partitions = _requests_for(
+            decisions, context.instance, warehouse.registry(), settings, f"event{event.id}"
+        )
+        runs += new_runs
+        partitions += new_partitions
+        for decision in decisions:
+            context.log.info("event %s %s -> %s %s", event.id, event.code, decision.kind, decision.connection_id)
+    return _result(runs, partitions, str(events[-1].id), context.instance, "lifecycle events changed nothing")
+
+
+@dg.sensor(
+    jobs=[ingest_job, incremental_sync_job],
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "For deployments without webhooks: polls Rutter's /connections and /connections/status and drives the "
+        "same lifecycle as the webhooks (turn it on in the UI)."
+    ),
+)
+def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterResource, warehouse: WarehouseResource):
+    settings = Settings.from_env()
+    url = warehouse.resolved_url
+    registry = warehouse.registry()
+    client = rutter.client()
+    runs: list[dg.RunRequest] = []
+    partitions: list[str] = []
+    tick = str(int(time.time()))
+    for item in client.list_connections():
+        connection_id, token = item.get("id"), item.get("access_token")
+        if not connection_id or not token:
+            continue
+        known = {c.connection_id for c in registry.list()}
+        if connection_id not in known:
+            registry.add(connection_id, token, platform=item.get("platform"), state="pending")
+        status = client.connection_status(registry.access_token(connection_id))
+        decisions = lifecycle.apply_status(url, connection_id, status)
+        new_runs, new_partitions = _requests_for(decisions, context.instance, registry, settings, f"poll{tick}")
+        runs += new_runs
+        partitions += new_partitions
+    return _result(runs, partitions, tick, context.instance, "no connection changed state")
+
+
+@dg.sensor(
+    jobs=[incremental_sync_job],
+    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "ORDER_/PRODUCT_/CUSTOMER_/TRANSACTION_ webhooks -> an incremental sync of that connection, debounced: "
+        f"after {DEBOUNCE_QUIET_SECONDS}s without new events, or {DEBOUNCE_MAX_WAIT_SECONDS}s after the first."
+    ),
+)
+def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    url = warehouse.resolved_url
+    state = json.loads(context.cursor) if context.cursor else {"after": 0, "pending": {}}
+    pending: dict[str, dict] = state["pending"]
+    now = time.time()
+    events = inbox.read_events(url, state["after"], limit=EVENTS_PER_TICK * 4)
+    for event in events:
+        if not event.code.startswith(DATA_PREFIXES) or not event.connection_id:
+            continue
+        entity = next(s.name for s in ENTITIES.values() if event.code.startswith(f"{s.webhook_prefix}_"))
+        slot = pending.setdefault(event.connection_id, {"first": now, "last": now, "entities": [], "event": 0})
+        slot["last"] = now
+        slot["event"] = event.id
+        if entity not in slot["entities"]:
+            slot["entities"].append(entity)
+    if events:
+        state["after"] = events[-1].id
+    live = {c.connection_id for c in warehouse.registry().list(states=LIVE_STATES)}
+    runs = []
+    for connection_id, slot in list(pending.items()):
+        quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS
+        overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_SECONDS
+        if not (quiet or overdue):
+            continue
+        del pending[connection_id]
+        if connection_id not in live:
+            continue  # paused or unknown: the resume backfill covers it
+        runs.append(
+            dg.RunRequest(
+                run_key=f"webhook:{connection_id}:{slot['event']}",
+                run_config=incremental_run_config(connection_id, slot["entities"]),
+                tags={"rutter/connection": connection_id, "rutter/trigger": "webhook"},
+            )
+        )
+    return dg.SensorResult(
+        run_requests=runs,
+        cursor=json.dumps(state),
+        skip_reason=None if runs else f"{len(pending)} connection(s) waiting for the debounce",
+    )
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    monitor_all_code_locations=False,
+    description="Run failures (including failed schema checks) to Sentry when SENTRY_DSN is set, else to the log.",
+)
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    tags = {
+        "job": run.job_name,
+        "run_id": run.run_id,
+        **{
+            k: v
+            for k, v in run.tags.items()
+            if k.startswith(("rutter/", "dagster/partition", "dagster/asset_partition"))
+        },
+    }
+    steps = context.get_step_failure_events()
+    details = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        for e in steps
+        if e.event_specific_data and getattr(e.event_specific_data, "error", None)
+    ]
+    # A failed schema check says why (Rutter's schema changed, or too many rejects): the page must too.
+    for record in context.instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation is not None and not evaluation.passed:
+            details.append(
+                f"check {evaluation.asset_key.to_user_string()}:{evaluation.check_name} failed"
+                f"{' for ' + evaluation.partition if evaluation.partition else ''}: {evaluation.description or ''}"
+            )
+    message = "\n".join(details) or context.failure_event.message or "run failed"
+    where = send_alert(f"rutter-pipeline run failed: {run.job_name}", message, tags, dsn=Settings.from_env().sentry_dsn)
+    context.log.info("alert sent to %s for run %s", where, run.run_id)
