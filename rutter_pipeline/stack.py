@@ -1,0 +1,67 @@
+"""Where the local stack's parts live: state folder, PostgreSQL URLs, DAGSTER_HOME.
+
+Shared by ``dev``, ``demo``, ``connections`` and ``env`` so that every process (CLI, daemon, webserver,
+run workers, ``dagster asset materialize``) sees the same instance and warehouse.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rutter_pipeline.settings import state_dir
+from rutter_pipeline.warehouse.embedded import default_urls
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def psycopg2_url(url: str) -> str:
+    """Dagster's storage must use psycopg2 (DESIGN §6): rewrite a plain postgresql:// URL."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def dagster_yaml_source() -> Path:
+    """The project's dagster.yaml: next to the package in a checkout, else the working directory."""
+    for candidate in (PACKAGE_ROOT.parent / "dagster.yaml", Path.cwd() / "dagster.yaml"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("dagster.yaml not found next to the rutter_pipeline package or in the working directory")
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    warehouse_url: str
+    dagster_pg_url: str
+    dagster_home: Path
+    compute_logs: Path
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "WAREHOUSE_URL": self.warehouse_url,
+            "DAGSTER_PG_URL": self.dagster_pg_url,
+            "DAGSTER_HOME": str(self.dagster_home),
+            "RUTTER_PIPELINE_COMPUTE_LOGS": str(self.compute_logs),
+        }
+
+
+def prepare_stack_env(apply: bool = True) -> StackEnv:
+    """Start the embedded PostgreSQL if a URL is missing, prepare DAGSTER_HOME, export the variables."""
+    warehouse_url, dagster_url = default_urls()
+    base = state_dir()
+    home = Path(os.environ.get("DAGSTER_HOME") or base / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    source = dagster_yaml_source()
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
+    logs = Path(os.environ.get("RUTTER_PIPELINE_COMPUTE_LOGS") or base / "compute_logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    env = StackEnv(warehouse_url, psycopg2_url(dagster_url), home, logs)
+    if apply:
+        os.environ.update(env.as_env())
+    return env
