@@ -74,6 +74,8 @@ class Settings:
     incremental_lag_minutes: int = 15
     # Share of a partition's records that may be rejected before its schema check fails (DESIGN §5.2).
     reject_tolerance: float = 0.0
+    # Connections a range merge uses at once (Loader.merge): 1 makes every range merge one transaction.
+    merge_workers: int = 2
     sentry_dsn: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -100,6 +102,7 @@ class Settings:
             max_requests_per_10s=_int_env(env, "RUTTER_MAX_REQUESTS_PER_10S", 450),
             incremental_lag_minutes=_int_env(env, "RUTTER_INCREMENTAL_LAG_MINUTES", 15),
             reject_tolerance=_fraction_env(env, "RUTTER_REJECT_TOLERANCE", 0.0),
+            merge_workers=_int_env(env, "RUTTER_MERGE_WORKERS", 2),
             sentry_dsn=env.get("SENTRY_DSN") or None,
         )
 

@@ -61,7 +61,8 @@ class WarehouseResource(dg.ConfigurableResource):
         return url
 
     def loader(self) -> Loader:
-        return Loader(self.resolved_url)
+        # Read at run time like RUTTER_REJECT_TOLERANCE: a tuning knob, not part of the run config.
+        return Loader(self.resolved_url, merge_workers=Settings.from_env().merge_workers)
 
     def registry(self) -> ConnectionRegistry:
         return ConnectionRegistry(self.resolved_url)

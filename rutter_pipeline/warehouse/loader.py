@@ -10,8 +10,10 @@ the typed tables as they were before or after, never between. ``upsert`` is the 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -38,6 +40,8 @@ MERGE_WORK_MEM = "128MB"
 TEMP_BUFFERS = "256MB"
 # Records merged per statement run: a run of days of about this many records is staged at once.
 MERGE_CHUNK_RECORDS = 50_000
+# Chunks of one range merged at once, on as many connections (RUTTER_MERGE_WORKERS); see Loader.merge.
+MERGE_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,32 @@ class LandingStats:
 class ChildCounts:
     inserted: int = 0
     deleted: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """What the merge of one chunk of days did (summed into MergeStats)."""
+
+    inserted: int
+    updated: int
+    staged: int
+    stale: int
+    deleted: int
+    children: Counter[tuple[str, str]]
+
+    @staticmethod
+    def sum(chunks: Iterable[ChunkStats]) -> ChunkStats:
+        total = ChunkStats(0, 0, 0, 0, 0, Counter())
+        for c in chunks:
+            total = ChunkStats(
+                total.inserted + c.inserted,
+                total.updated + c.updated,
+                total.staged + c.staged,
+                total.stale + c.stale,
+                total.deleted + c.deleted,
+                total.children + c.children,
+            )
+        return total
 
 
 @dataclass(frozen=True)
@@ -135,8 +165,9 @@ def _copy_text(value: str) -> str:
 class Loader:
     """Writes one entity's records for one connection; each method is one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, merge_workers: int = MERGE_WORKERS) -> None:
         self.url = psycopg_url(url)
+        self.merge_workers = merge_workers
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection]:
@@ -212,58 +243,123 @@ class Loader:
     def merge(self, spec: EntitySpec, connection_id: str, start: date, end: date, run_id: str) -> MergeStats:
         """Make ``rutter.<entity>`` hold exactly the landed partitions ``[start, end]`` (newer rows kept).
 
-        One transaction for the whole range, worked through in runs of days of about
-        ``MERGE_CHUNK_RECORDS`` records: the stage of a month of a big merchant would not fit in
-        temporary buffers and work memory, and spilling it costs more than the extra statements.
+        The range is worked through in runs of whole days of about ``MERGE_CHUNK_RECORDS`` records
+        (the stage of a month of a big merchant would not fit in temporary buffers and work memory).
+        A range of one chunk (a day, a small backfill) is one transaction. A longer range merges its
+        chunks on up to ``self.merge_workers`` connections at once, each chunk its own transaction:
+        the merge is PostgreSQL-bound while the run's Python waits, so a second backend uses the
+        second core. A crash then leaves every *day* before or after its merge, never between
+        (DESIGN §5.3 is per partition), and a re-run completes the range idempotently. Meanwhile a
+        coordinating transaction holds the entity lock and the landing's ``FOR SHARE`` locks, so no
+        other merge, upsert or lander of these days interleaves.
         """
         days = _days(start, end)
         st = statements(spec)
         base = {"entity": spec.name, "connection_id": connection_id, "run_id": run_id}
-        inserted = updated = staged = stale = deleted = 0
-        child_counts: Counter[tuple[str, str]] = Counter()
-        with self._transaction() as conn:
-            self._lock_entity(conn, spec, connection_id)
-            per_day = self._check_landed(conn, spec, connection_id, start, end, days)
-            for first, last in _chunks(days, per_day, MERGE_CHUNK_RECORDS):
-                params = {**base, "start": first, "end": last}
-                landed = self._stage(conn, st, st.fill_from_landing, params)
-                expected = sum(per_day[d] for d in _days(first, last))
-                if landed != expected:
-                    raise PartitionNotLanded(
-                        f"{spec.name} {connection_id} {first}..{last}: the landing holds {landed} records but its "
-                        f"batches recorded {expected}; land the range again before merging"
-                    )
-                chunk_stale, chunk_inserted, chunk_updated, children = self._write(conn, st, params)
-                for child in st.children:
-                    child_counts[child.table, "deleted"] += conn.execute(child.delete_missing, params).rowcount
-                for table, counts in children.items():
-                    child_counts[table, "inserted"] += counts.inserted
-                    child_counts[table, "deleted"] += counts.deleted
-                deleted += conn.execute(st.delete_missing, params).rowcount
-                staged += conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
-                stale, inserted, updated = stale + chunk_stale, inserted + chunk_inserted, updated + chunk_updated
-                conn.execute(st.drop_stage)
+        with self._transaction() as coordinator:
+            self._lock_entity(coordinator, spec, connection_id)
+            per_day = self._check_landed(coordinator, spec, connection_id, start, end, days)
+            chunks = list(_chunks(days, per_day, MERGE_CHUNK_RECORDS))
+
+            def merge_chunk(conn: psycopg.Connection, first: date, last: date) -> ChunkStats:
+                return self._merge_chunk(conn, spec, st, {**base, "start": first, "end": last}, per_day)
+
+            # Parallel chunks only where a record's day never changes (created_at): then no key is
+            # in two chunks, and concurrent chunk transactions cannot meet on a row.
+            workers = min(self.merge_workers, len(chunks)) if spec.partition_fallback is None else 1
+            if len(chunks) == 1 or workers == 1:
+                results = [merge_chunk(coordinator, first, last) for first, last in chunks]
+            else:
+                results = self._merge_parallel(chunks, workers, merge_chunk)
+        total = ChunkStats.sum(results)
         stats = MergeStats(
             spec.name,
             connection_id,
             start,
             end,
             run_id,
-            inserted=inserted,
-            updated=updated,
-            unchanged=staged - inserted - updated,
-            stale=stale,
-            deleted=deleted,
+            inserted=total.inserted,
+            updated=total.updated,
+            unchanged=total.staged - total.inserted - total.updated,
+            stale=total.stale,
+            deleted=total.deleted,
             children={
-                c.table: ChildCounts(child_counts[c.table, "inserted"], child_counts[c.table, "deleted"])
+                c.table: ChildCounts(total.children[c.table, "inserted"], total.children[c.table, "deleted"])
                 for c in st.children
             },
         )
         log.info(
-            "merged %s %s %s..%s: %d inserted, %d updated, %d unchanged (%d stale), %d deleted",
-            spec.name, connection_id, start, end, inserted, updated, stats.unchanged, stale, deleted,
+            "merged %s %s %s..%s in %d chunks: %d inserted, %d updated, %d unchanged (%d stale), %d deleted",
+            spec.name, connection_id, start, end, len(chunks), stats.inserted, stats.updated, stats.unchanged,
+            stats.stale, stats.deleted,
         )  # fmt: skip
         return stats
+
+    def _merge_parallel(
+        self,
+        chunks: list[tuple[date, date]],
+        workers: int,
+        merge_chunk: Callable[[psycopg.Connection, date, date], ChunkStats],
+    ) -> list[ChunkStats]:
+        """Each worker thread merges chunks from a shared queue, one transaction per chunk.
+
+        psycopg releases the GIL while PostgreSQL works, so threads suffice. After the first
+        failure no new chunk starts; chunks already committed stay (whole days, see ``merge``).
+        """
+        pending = iter(chunks)
+        lock = threading.Lock()
+        failed = threading.Event()
+        results: list[ChunkStats] = []
+
+        def worker() -> None:
+            while not failed.is_set():
+                with lock:
+                    chunk = next(pending, None)
+                if chunk is None:
+                    return
+                try:
+                    with self._transaction() as conn:
+                        outcome = merge_chunk(conn, *chunk)
+                except BaseException:
+                    failed.set()
+                    raise
+                with lock:
+                    results.append(outcome)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
+            futures = [pool.submit(worker) for _ in range(workers)]
+        errors = [exc for f in futures if (exc := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+        return results
+
+    def _merge_chunk(
+        self,
+        conn: psycopg.Connection,
+        spec: EntitySpec,
+        st: MergeStatements,
+        params: dict[str, Any],
+        per_day: dict[date, int],
+    ) -> ChunkStats:
+        """Stage the landed days ``[params.start, params.end]`` and write them; returns the counts."""
+        landed = self._stage(conn, st, st.fill_from_landing, params)
+        expected = sum(per_day[d] for d in _days(params["start"], params["end"]))
+        if landed != expected:
+            raise PartitionNotLanded(
+                f"{spec.name} {params['connection_id']} {params['start']}..{params['end']}: the landing holds "
+                f"{landed} records but its batches recorded {expected}; land the range again before merging"
+            )
+        stale, inserted, updated, children = self._write(conn, st, params)
+        child_counts: Counter[tuple[str, str]] = Counter()
+        for child in st.children:
+            child_counts[child.table, "deleted"] += conn.execute(child.delete_missing, params).rowcount
+        for table, counts in children.items():
+            child_counts[table, "inserted"] += counts.inserted
+            child_counts[table, "deleted"] += counts.deleted
+        deleted = conn.execute(st.delete_missing, params).rowcount
+        staged = conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
+        conn.execute(st.drop_stage)
+        return ChunkStats(inserted, updated, staged, stale, deleted, child_counts)
 
     def _check_landed(
         self, conn: psycopg.Connection, spec: EntitySpec, connection_id: str, start: date, end: date, days: list[date]

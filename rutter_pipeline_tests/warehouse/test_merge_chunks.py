@@ -1,14 +1,17 @@
-"""A range merge worked through in runs of days (``MERGE_CHUNK_RECORDS``) gives the tables of a one-run merge."""
+"""A range merge worked through in runs of days (``MERGE_CHUNK_RECORDS``), one after the other or on
+several connections at once (``merge_workers``), gives the tables of a one-run merge."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.warehouse import loader as loader_module
+from rutter_pipeline.warehouse.errors import PartitionNotLanded
 from rutter_pipeline.warehouse.loader import Loader, MergeStats, _chunks
 from rutter_pipeline.warehouse.readback import read_records
 from rutter_pipeline_tests.warehouse.factories import Records
@@ -32,9 +35,11 @@ def _stored(url: str, conn: str) -> list[dict[str, Any]]:
     return sorted(read_records(url, ORDERS, conn, DAYS[0], DAYS[-1]), key=lambda r: r["id"])
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 def test_chunked_merge_equals_one_run_merge(
-    warehouse: str, loader: Loader, records: Records, monkeypatch: pytest.MonkeyPatch
+    workers: int, warehouse: str, records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    loader = Loader(warehouse, merge_workers=workers)
     # Day 2 stays empty; the others get 1..4 orders, so chunks of 3 records split the range 3 ways.
     orders = [records.order(day) for n, day in enumerate(DAYS) if n != 2 for _ in range(n or 1)]
     one_run = _merge(loader, "whole", orders, "run-1")
@@ -64,3 +69,33 @@ def test_chunks_cover_the_range_once_within_the_budget() -> None:
     assert chunks == [(DAYS[0], DAYS[2]), (DAYS[3], DAYS[3]), (DAYS[4], DAYS[4])]
     assert list(_chunks(DAYS, per_day, 10**6)) == [(DAYS[0], DAYS[-1])]
     assert list(_chunks(DAYS[:1], {}, 1)) == [(DAYS[0], DAYS[0])]
+
+
+def test_a_failing_chunk_leaves_each_day_before_or_after_and_a_rerun_completes(
+    warehouse: str, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loader = Loader(warehouse, merge_workers=2)
+    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 2)
+    orders = [records.order(day) for day in DAYS for _ in range(2)]
+    loader.land(ORDERS, "c", DAYS[0], DAYS[-1], [orders], "run-1")
+    # The landing of day 3 loses a row behind the batches' back: that chunk must refuse to merge.
+    with psycopg.connect(warehouse) as conn:
+        conn.execute(
+            "DELETE FROM landing.orders WHERE ctid = (SELECT ctid FROM landing.orders WHERE partition_date = %s "
+            "LIMIT 1)",
+            (DAYS[3],),
+        )
+    with pytest.raises(PartitionNotLanded, match="the landing holds 1 records but its batches recorded 2"):
+        loader.merge(ORDERS, "c", DAYS[0], DAYS[-1], "run-1")
+    for day in DAYS:
+        stored = sorted(r["id"] for r in read_records(warehouse, ORDERS, "c", day, day))
+        expected = sorted(o["id"] for o in orders if o["created_at"].startswith(day.isoformat()))
+        assert stored in ([], expected), day  # whole days only
+        if day == DAYS[3]:
+            assert stored == []
+
+    loader.land(ORDERS, "c", DAYS[0], DAYS[-1], [orders], "run-2")
+    again = loader.merge(ORDERS, "c", DAYS[0], DAYS[-1], "run-2")
+    assert again.inserted + again.unchanged == len(orders) and again.deleted == 0
+    assert _stored(warehouse, "c") == sorted(orders, key=lambda r: r["id"])
+

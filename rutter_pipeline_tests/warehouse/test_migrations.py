@@ -16,7 +16,7 @@ pytestmark = pytest.mark.postgres
 
 
 def test_migrate_applies_each_migration_once_and_records_it(pg_url: str) -> None:
-    assert migrate(pg_url) == migration_ids() == ["0001_core", "0002_entities", "0003_marts"]
+    assert migrate(pg_url) == migration_ids() == ["0001_core", "0002_entities", "0003_marts", "0004_ingest_speed"]
     assert migrate(pg_url) == []
     with psycopg.connect(pg_url) as conn:
         recorded = [m for (m,) in conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc")]
@@ -39,7 +39,7 @@ def test_concurrent_migrations_do_not_collide(pg_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(map(len, results)) == [0, 0, 3]
+    assert sorted(map(len, results)) == [0, 0, len(migration_ids())]
 
 
 def test_accepts_sqlalchemy_style_and_socket_urls(pg_url: str) -> None:
@@ -80,9 +80,12 @@ def test_every_table_key_and_index_exists(pg_url: str) -> None:
         ):
             cons = _constraints(conn, f"rutter.{child}")
             assert cons["p"] == f"PRIMARY KEY (connection_id, {key}, id)"
-            assert cons["f"] == (
-                f"FOREIGN KEY (connection_id, {key}) REFERENCES rutter.{parent}(connection_id, id) ON DELETE CASCADE"
-            )
+            assert "f" not in cons, f"{child} -> {parent}: the merge keeps children with their parent (0004)"
+        for entity in ENTITIES:  # landed records stay inline (0004)
+            (options,) = conn.execute(
+                "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (f"landing.{entity}",)
+            ).fetchone()
+            assert options == ["toast_tuple_target=8160"]
         assert _constraints(conn, "rutter.sync_state")["p"] == "PRIMARY KEY (connection_id, entity)"
         assert "UNIQUE (body_sha256)" in _constraints(conn, "rutter.webhook_events").values()
         for entity in ENTITIES:
