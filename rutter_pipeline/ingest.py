@@ -8,9 +8,11 @@ loader COPYs its valid records, and the page is dropped, so memory stays flat ho
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -55,6 +57,23 @@ def reject_day(spec: EntitySpec, record: object) -> date | None:
         return partition_day(spec, record)
     except MissingPartitionField:
         return None
+
+
+@contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """Keep the cyclic garbage collector off the objects that existed before the landing began.
+
+    A landing allocates millions of short-lived containers (parsed JSON, validation frames), and
+    every so often the collector walks the oldest generation: in a Dagster run worker, every object
+    of the loaded definitions and instance, again and again. ``gc.freeze`` parks those for the
+    landing's duration; what the landing creates is still collected as usual. Measured on 210k
+    orders through Dagster: landing step 17.3 s -> 14.2 s, same peak RSS (benchmarks/RESULTS.md).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass
@@ -116,15 +135,16 @@ def land_scope(
         if batch:
             yield validate(batch)
 
-    landed = loader.land(
-        spec,
-        scope.connection_id,
-        scope.start,
-        scope.end,
-        valid_pages(),
-        run_id,
-        passed=lambda: outcome.report is None or outcome.report.passed,
-    )
+    with _old_objects_frozen():
+        landed = loader.land(
+            spec,
+            scope.connection_id,
+            scope.start,
+            scope.end,
+            valid_pages(),
+            run_id,
+            passed=lambda: outcome.report is None or outcome.report.passed,
+        )
     # The loader reads each record's day anyway: its counts spare a second pass over the records.
     outcome.records_by_day.update({day.isoformat(): n for day, n in landed.per_date.items() if n})
     if outcome.report is None:  # no records in the scope: an empty batch passes
