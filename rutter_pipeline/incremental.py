@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 
@@ -25,6 +25,7 @@ from rutter_pipeline.validation import ValidationReport, validate_records
 from rutter_pipeline.warehouse import layout
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
 
 
@@ -60,13 +61,13 @@ def _ms(ts: datetime) -> int:
 
 
 def _parse(value: object) -> datetime | None:
+    """A record's timestamp, or None for a missing or unreadable one (validation reports those)."""
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def sync_entity(

@@ -5,7 +5,6 @@ such partition as a new materialization of ``warehouse/<entity>``, so the UI sho
 marts' automation refreshes it.
 """
 
-from datetime import date
 
 import dagster as dg
 
@@ -57,7 +56,7 @@ def incremental_sync(
             name, outcome.since, outcome.records, outcome.upserted, outcome.rejected,
             len(outcome.changed_days), outcome.watermark,
         )  # fmt: skip
-        for day in sorted(d for d in outcome.changed_days if _in_range(d, history_start)):
+        for day in sorted(d for d in outcome.changed_days if d >= history_start):
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=warehouse_key(spec),
@@ -66,10 +65,6 @@ def incremental_sync(
                     metadata={"source": "incremental_sync", "watermark": str(outcome.watermark)},
                 )
             )
-
-
-def _in_range(day: date, history_start: date) -> bool:
-    return day >= history_start
 
 
 @dg.job(
