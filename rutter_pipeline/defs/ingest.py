@@ -17,9 +17,10 @@ from rutter_pipeline.settings import Settings
 
 GROUP = "rutter"
 # A backfill of one connection over months runs as a few range runs, not one process per day:
-# Dagster's per-run overhead is seconds (DESIGN §5.6), and runs of one connection never overlap (the
-# rutter/connection tag limit), so fewer, longer runs are strictly cheaper; memory is flat per run.
-# 62 days per run: 90 days = 2 runs, a year = 6.
+# Dagster's per-run overhead is seconds (DESIGN §5.6); memory is flat per run. 62 days per run:
+# 90 days = 2 runs, a year = 6. Sensor-requested runs of one connection never overlap (the
+# rutter/connection tag limit); a UI backfill's runs may, and then one's landing overlaps another's
+# merge (merges of one connection and entity serialize on an advisory lock in Loader.merge).
 BACKFILL_DAYS_PER_RUN = int(os.environ.get("RUTTER_BACKFILL_DAYS_PER_RUN") or 62)
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_DAYS_PER_RUN)
 RUTTER_POOL = "rutter_api"
