@@ -39,7 +39,7 @@ from ingest_phases import iter_pages  # noqa: E402
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
 from rutter_pipeline.sandbox import SandboxConfig, run_sandbox  # noqa: E402
 from rutter_pipeline.stack import psycopg2_url  # noqa: E402
-from rutter_pipeline.warehouse.embedded import ensure_database, start_embedded_postgres  # noqa: E402
+from rutter_pipeline.warehouse.embedded import drop_database, ensure_database, start_embedded_postgres  # noqa: E402
 
 LAUNCH_BACKFILL = """
 mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--pg-url", help="a PostgreSQL server URL to use (default: start an embedded one)")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     args = parser.parse_args(argv)
 
     with ExitStack() as stack:
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         suffix = uuid.uuid4().hex[:8]
         warehouse_url = ensure_database(server, f"bench_warehouse_{suffix}")
         dagster_url = ensure_database(server, f"bench_dagster_{suffix}")
+        if not args.keep:  # registered first, so they are dropped after the daemon and the instance are gone
+            for name in (f"bench_warehouse_{suffix}", f"bench_dagster_{suffix}"):
+                stack.callback(drop_database, server, name)
         config = SandboxConfig(
             client_id="bench",
             client_secret="bench-secret",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -30,3 +31,6 @@ def test_backfill_runs_in_range_runs_and_loads_every_order(pg_server_url: str) -
     assert served == stored and int(served.replace(",", "")) > 0
     assert "backfill: 3 runs," in proc.stdout and "COMPLETED_SUCCESS" in proc.stdout
     assert proc.stdout.count("| SUCCESS |") == 3
+    with psycopg.connect(pg_server_url) as conn:  # the benchmark drops the databases it made
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname ~ '^bench_(warehouse|dagster)_'").fetchall()
+    assert left == []
