@@ -10,10 +10,9 @@ the typed tables as they were before or after, never between. ``upsert`` is the 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -267,7 +266,7 @@ class Loader:
             # Parallel chunks only where a record's day never changes (created_at): then no key is
             # in two chunks, and concurrent chunk transactions cannot meet on a row.
             workers = min(self.merge_workers, len(chunks)) if spec.partition_fallback is None else 1
-            if len(chunks) == 1 or workers == 1:
+            if workers == 1:
                 results = [merge_chunk(coordinator, first, last) for first, last in chunks]
             else:
                 results = self._merge_parallel(chunks, workers, merge_chunk)
@@ -301,37 +300,25 @@ class Loader:
         workers: int,
         merge_chunk: Callable[[psycopg.Connection, date, date], ChunkStats],
     ) -> list[ChunkStats]:
-        """Each worker thread merges chunks from a shared queue, one transaction per chunk.
+        """Merge the chunks on ``workers`` threads, each chunk in a transaction of its own.
 
         psycopg releases the GIL while PostgreSQL works, so threads suffice. After the first
         failure no new chunk starts; chunks already committed stay (whole days, see ``merge``).
         """
-        pending = iter(chunks)
-        lock = threading.Lock()
-        failed = threading.Event()
-        results: list[ChunkStats] = []
 
-        def worker() -> None:
-            while not failed.is_set():
-                with lock:
-                    chunk = next(pending, None)
-                if chunk is None:
-                    return
-                try:
-                    with self._transaction() as conn:
-                        outcome = merge_chunk(conn, *chunk)
-                except BaseException:
-                    failed.set()
-                    raise
-                with lock:
-                    results.append(outcome)
+        def in_transaction(first: date, last: date) -> ChunkStats:
+            with self._transaction() as conn:
+                return merge_chunk(conn, first, last)
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
-            futures = [pool.submit(worker) for _ in range(workers)]
-        errors = [exc for f in futures if (exc := f.exception()) is not None]
-        if errors:
-            raise errors[0]
-        return results
+            futures = [pool.submit(in_transaction, first, last) for first, last in chunks]
+            _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in not_done:
+                future.cancel()  # chunks not started yet; running ones finish
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
 
     def _merge_chunk(
         self,
