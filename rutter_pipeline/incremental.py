@@ -16,15 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-import psycopg
-
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.ingest import VALIDATION_CHUNK, reject_day
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.validation import ValidationReport, validate_records
-from rutter_pipeline.warehouse import layout
 from rutter_pipeline.warehouse.loader import Loader
-from rutter_pipeline.warehouse.migrations import psycopg_url
 from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
 
@@ -45,15 +41,6 @@ class SyncOutcome:
     changed_days: frozenset[date] = frozenset()
     skipped: str | None = None
     report: ValidationReport | None = field(default=None, repr=False)
-
-
-def loaded_high_water(url: str, spec: EntitySpec, connection_id: str) -> datetime | None:
-    """The newest ``updated_at`` already in ``rutter.<entity>`` for the connection."""
-    with psycopg.connect(psycopg_url(url)) as conn:
-        row = conn.execute(
-            f"SELECT max(updated_at) FROM {layout.entity_table(spec)} WHERE connection_id = %s", (connection_id,)
-        ).fetchone()
-    return row[0] if row else None
 
 
 def _ms(ts: datetime) -> int:
@@ -84,9 +71,9 @@ def sync_entity(
     """One ``updated_at_min`` sync; returns what changed. Raises on fetch errors (nothing is advanced)."""
     started = time.monotonic()
     outcome = SyncOutcome(spec.name, connection_id)
-    watermark = get_watermark(loader.url, connection_id, spec.name) or loaded_high_water(
-        loader.url, spec, connection_id
-    )
+    # Set by the connection's first merge (Loader.merge), then advanced by each sync. Not the newest
+    # row loaded: a later partial load (a reconnect's gap) holds rows newer than the changes it missed.
+    watermark = get_watermark(loader.url, connection_id, spec.name)
     if watermark is None:
         outcome.skipped = "nothing loaded yet for this connection: the history backfill comes first"
         return outcome

@@ -270,6 +270,8 @@ class Loader:
                 results = [merge_chunk(coordinator, first, last) for first, last in chunks]
             else:
                 results = self._merge_parallel(chunks, workers, merge_chunk)
+            if st.first_watermark:
+                coordinator.execute(st.first_watermark, {**base, "start": start, "end": end})
         total = ChunkStats.sum(results)
         stats = MergeStats(
             spec.name,

@@ -59,6 +59,7 @@ class MergeStatements:
     incoming: str
     create_incoming: str
     drop_stage: str
+    first_watermark: str | None
 
 
 def _child_field_column(child: ChildSpec) -> str:
@@ -124,9 +125,20 @@ def statements(spec: EntitySpec) -> MergeStatements:
             f"(SELECT t.{v} FROM {table} t WHERE t.connection_id = %(connection_id)s AND t.{key} = s.{key})"
         )
         not_older = f" AND (t.{v} IS NULL OR EXCLUDED.{v} IS NULL OR EXCLUDED.{v} >= t.{v})"
+        # The incremental sync's starting point, set by the first merge of a connection and never by a
+        # later one: a merge holds Rutter's state of its days as of its landing, so every change after
+        # that has a newer updated_at. A later merge's rows (a reconnect's gap, yesterday's daily run)
+        # are newer than changes to rows merged before it, so their updated_at would skip those.
+        first_watermark = (
+            f"INSERT INTO rutter.sync_state (connection_id, entity, watermark) "
+            f"SELECT %(connection_id)s, %(entity)s, max(t.{v}) FROM {table} t "
+            f"WHERE t.connection_id = %(connection_id)s AND t.{layout.PARTITION_DATE} BETWEEN %(start)s AND %(end)s "
+            f"HAVING max(t.{v}) IS NOT NULL ON CONFLICT (connection_id, entity) DO NOTHING"
+        )
     else:
         count_stale = "SELECT 0"
         not_older = ""
+        first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
     updated = [c for c in insert_cols if c not in ("connection_id", key)]
     upsert = (
@@ -173,6 +185,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
         incoming=incoming,
         create_incoming=f"CREATE TEMP TABLE {incoming} (partition_date date, record jsonb) ON COMMIT DROP",
         drop_stage=f"DROP TABLE {stage}, {written}",
+        first_watermark=first_watermark,
     )
 
 

@@ -64,6 +64,28 @@ def test_records_updated_after_their_day_was_loaded_arrive_with_the_next_sync(
     assert reported_days(again) == set()
 
 
+def test_a_later_partial_load_does_not_hide_changes_to_rows_loaded_before_it(
+    pipeline: Pipeline, instance_factory
+) -> None:
+    """The first sync starts from what the first load saw, not from the newest row loaded.
+
+    A partition loaded later (a reconnect's gap backfill, yesterday's daily run) holds rows newer than
+    the changes made meanwhile to rows loaded earlier; starting after its newest row skipped those
+    changes (the headless demo caught it: a reconnected merchant's fulfilled orders stayed unfulfilled).
+    """
+    instance = instance_factory([pipeline.connection_id])
+    old = pipeline.today - timedelta(days=3)
+    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(old)).success
+    pipeline.sandbox.control.advance(2 * 24 * 60)  # the old day's orders get fulfilled, refunded...
+    assert pipeline.truth(ORDERS, old) != pipeline.stored(ORDERS, old), "nothing changed: the test proves nothing"
+    recent = pipeline.today + timedelta(days=1)  # loaded now: its orders are newer than those changes
+    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(recent)).success
+
+    sync(pipeline, instance)
+    assert pipeline.stored(ORDERS, old) == pipeline.truth(ORDERS, old)
+    assert pipeline.stored(ORDERS, recent) == pipeline.truth(ORDERS, recent)
+
+
 def test_a_record_committed_late_within_the_lag_is_not_skipped(
     pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
