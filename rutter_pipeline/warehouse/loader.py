@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -74,11 +74,14 @@ class ChunkStats:
     stale: int
     deleted: int
     children: Counter[tuple[str, str]]
+    # The newest updated_at among the chunk's records (None: no records, or no updated_at column).
+    high_water: datetime | None = None
 
     @staticmethod
     def sum(chunks: Iterable[ChunkStats]) -> ChunkStats:
         total = ChunkStats(0, 0, 0, 0, 0, Counter())
         for c in chunks:
+            marks = [m for m in (total.high_water, c.high_water) if m is not None]
             total = ChunkStats(
                 total.inserted + c.inserted,
                 total.updated + c.updated,
@@ -86,6 +89,7 @@ class ChunkStats:
                 total.stale + c.stale,
                 total.deleted + c.deleted,
                 total.children + c.children,
+                max(marks, default=None),
             )
         return total
 
@@ -270,9 +274,15 @@ class Loader:
                 results = [merge_chunk(coordinator, first, last) for first, last in chunks]
             else:
                 results = self._merge_parallel(chunks, workers, merge_chunk)
-            if st.first_watermark:
-                coordinator.execute(st.first_watermark, {**base, "start": start, "end": end})
-        total = ChunkStats.sum(results)
+            total = ChunkStats.sum(results)
+            # The incremental sync's starting point, set by the first merge of a connection and never by
+            # a later one: a merge holds Rutter's state of its days as of their landing, so every change
+            # after that has a newer updated_at. A later merge's records (a reconnect's gap, yesterday's
+            # daily run) are newer than changes to rows merged before it, so they would skip those. The
+            # newest *staged* version is used, not the newest stored row: a stored row newer than its
+            # staged record (a sync ran in between) could only move the start later, never earlier.
+            if st.first_watermark and total.high_water is not None:
+                coordinator.execute(st.first_watermark, {**base, "watermark": total.high_water})
         stats = MergeStats(
             spec.name,
             connection_id,
@@ -347,8 +357,9 @@ class Loader:
             child_counts[table, "deleted"] += counts.deleted
         deleted = conn.execute(st.delete_missing, params).rowcount
         staged = conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
+        high_water = conn.execute(st.stage_high_water).fetchone()[0] if st.stage_high_water else None  # type: ignore[index]
         conn.execute(st.drop_stage)
-        return ChunkStats(inserted, updated, staged, stale, deleted, child_counts)
+        return ChunkStats(inserted, updated, staged, stale, deleted, child_counts, high_water)
 
     def _check_landed(
         self, conn: psycopg.Connection, spec: EntitySpec, connection_id: str, start: date, end: date, days: list[date]

@@ -59,6 +59,7 @@ class MergeStatements:
     incoming: str
     create_incoming: str
     drop_stage: str
+    stage_high_water: str | None
     first_watermark: str | None
 
 
@@ -125,19 +126,18 @@ def statements(spec: EntitySpec) -> MergeStatements:
             f"(SELECT t.{v} FROM {table} t WHERE t.connection_id = %(connection_id)s AND t.{key} = s.{key})"
         )
         not_older = f" AND (t.{v} IS NULL OR EXCLUDED.{v} IS NULL OR EXCLUDED.{v} >= t.{v})"
-        # The incremental sync's starting point, set by the first merge of a connection and never by a
-        # later one: a merge holds Rutter's state of its days as of its landing, so every change after
-        # that has a newer updated_at. A later merge's rows (a reconnect's gap, yesterday's daily run)
-        # are newer than changes to rows merged before it, so their updated_at would skip those.
+        # The newest version merged: the incremental sync's starting point after a connection's first
+        # merge (see Loader.merge). Read from the stage, which is in temporary buffers, rather than
+        # from the connection's rows in rutter.<entity> (a scan of every merged row, ~2 s a year).
+        stage_high_water = f"SELECT max({v}) FROM {stage}"
         first_watermark = (
-            f"INSERT INTO rutter.sync_state (connection_id, entity, watermark) "
-            f"SELECT %(connection_id)s, %(entity)s, max(t.{v}) FROM {table} t "
-            f"WHERE t.connection_id = %(connection_id)s AND t.{layout.PARTITION_DATE} BETWEEN %(start)s AND %(end)s "
-            f"HAVING max(t.{v}) IS NOT NULL ON CONFLICT (connection_id, entity) DO NOTHING"
+            "INSERT INTO rutter.sync_state (connection_id, entity, watermark) "
+            "VALUES (%(connection_id)s, %(entity)s, %(watermark)s) ON CONFLICT (connection_id, entity) DO NOTHING"
         )
     else:
         count_stale = "SELECT 0"
         not_older = ""
+        stage_high_water = None
         first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
     updated = [c for c in insert_cols if c not in ("connection_id", key)]
@@ -185,6 +185,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
         incoming=incoming,
         create_incoming=f"CREATE TEMP TABLE {incoming} (partition_date date, record jsonb) ON COMMIT DROP",
         drop_stage=f"DROP TABLE {stage}, {written}",
+        stage_high_water=stage_high_water,
         first_watermark=first_watermark,
     )
 

@@ -13,7 +13,9 @@ from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.warehouse import loader as loader_module
 from rutter_pipeline.warehouse.errors import PartitionNotLanded
 from rutter_pipeline.warehouse.loader import Loader, MergeStats, _chunks
+from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.readback import read_records
+from rutter_pipeline.warehouse.sync_state import get_watermark
 from rutter_pipeline_tests.warehouse.factories import Records
 
 pytestmark = pytest.mark.postgres
@@ -47,6 +49,9 @@ def test_chunked_merge_equals_one_run_merge(
     chunked = _merge(loader, "chunked", orders, "run-1")
     assert _counts(chunked) == _counts(one_run) == (len(orders), 0, 0, 0, sum(len(o["line_items"]) for o in orders), 0)
     assert _stored(warehouse, "chunked") == _stored(warehouse, "whole") == sorted(orders, key=lambda r: r["id"])
+    # The first merge starts the incremental sync at the newest version it merged, whichever chunk had it.
+    newest = max(parse_timestamp(o["updated_at"]) for o in orders)
+    assert get_watermark(warehouse, "chunked", "orders") == get_watermark(warehouse, "whole", "orders") == newest
 
     # Rutter drops an order of the first and of the last day and changes one in the middle.
     changed = dict(orders[3], status="archived", updated_at="2024-03-09T00:00:00.000Z")
@@ -61,6 +66,8 @@ def test_chunked_merge_equals_one_run_merge(
     assert chunked.children["order_line_items"].deleted == one_run.children["order_line_items"].deleted
     assert one_run.children["order_line_items"].deleted >= dropped_items
     assert _stored(warehouse, "chunked") == _stored(warehouse, "whole") == sorted(later, key=lambda r: r["id"])
+    # A later merge leaves the watermark to the incremental sync, though it merged a newer version.
+    assert get_watermark(warehouse, "chunked", "orders") == newest < parse_timestamp(changed["updated_at"])
 
 
 def test_chunks_cover_the_range_once_within_the_budget() -> None:
