@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
+from queue import Queue
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.warehouse import layout, marts
@@ -41,6 +43,8 @@ TEMP_BUFFERS = "256MB"
 MERGE_CHUNK_RECORDS = 50_000
 # Chunks of one range merged at once, on as many connections (RUTTER_MERGE_WORKERS); see Loader.merge.
 MERGE_WORKERS = 2
+# Blocks of COPY data (up to 128 kB each) queued for the sending thread while landing: 16 MB at most.
+COPY_QUEUE_BLOCKS = 128
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,19 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+class _QueuedWriter(QueuedLibpqWriter):
+    """psycopg's queued COPY writer with a queue of ``COPY_QUEUE_BLOCKS`` blocks instead of 1,024.
+
+    A thread sends the COPY data while the landing's thread fetches and validates the next pages,
+    so PostgreSQL parses one page while Python prepares the next. psycopg's queue holds up to
+    1,024 blocks of 128 kB; a short queue keeps the overlap and bounds the memory.
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        self._queue = Queue(maxsize=COPY_QUEUE_BLOCKS)
+
+
 class Loader:
     """Writes one entity's records for one connection; each method is one transaction."""
 
@@ -213,7 +230,10 @@ class Loader:
                 f"DELETE FROM {table} WHERE connection_id = %s AND partition_date BETWEEN %s AND %s",
                 (connection_id, start, end),
             )
-            with conn.cursor().copy(f"COPY {table} (connection_id, partition_date, record, run_id) FROM STDIN") as copy:
+            cur = conn.cursor()
+            with cur.copy(
+                f"COPY {table} (connection_id, partition_date, record, run_id) FROM STDIN", writer=_QueuedWriter(cur)
+            ) as copy:
                 # COPY text rows written by hand: psycopg's write_row adapts every value in Python,
                 # which costs more than the JSON encoding itself at a few thousand records a second.
                 head, tail = f"{_copy_text(connection_id)}\t".encode(), f"\t{_copy_text(run_id)}\n".encode()
