@@ -376,8 +376,7 @@ class Loader:
             child_counts[table, "inserted"] += counts.inserted
             child_counts[table, "deleted"] += counts.deleted
         deleted = conn.execute(st.delete_missing, params).rowcount
-        staged = conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
-        high_water = conn.execute(st.stage_high_water).fetchone()[0] if st.stage_high_water else None  # type: ignore[index]
+        staged, high_water = conn.execute(st.stage_summary).fetchone()  # type: ignore[misc]
         conn.execute(st.drop_stage)
         return ChunkStats(inserted, updated, staged, stale, deleted, child_counts, high_water)
 
@@ -432,7 +431,7 @@ class Loader:
             left = dict(conn.execute(st.old_partitions, params).fetchall())
             stale, inserted, updated, children = self._write(conn, st, params)
             written = conn.execute(f"SELECT key, inserted, day FROM {st.written}").fetchall()
-            staged = conn.execute(f"SELECT count(*) FROM {st.stage}").fetchone()[0]  # type: ignore[index]
+            staged = conn.execute(st.stage_summary).fetchone()[0]  # type: ignore[index]
         # The days of written rows changed, and so did a day an updated row moved away from (a
         # customer dated by updated_at); the days of skipped rows did not.
         changed = {day for _, _, day in written} | {left[k] for k, ins, _ in written if not ins and k in left}

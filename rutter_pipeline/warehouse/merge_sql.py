@@ -59,7 +59,7 @@ class MergeStatements:
     incoming: str
     create_incoming: str
     drop_stage: str
-    stage_high_water: str | None
+    stage_summary: str
     first_watermark: str | None
 
 
@@ -126,10 +126,11 @@ def statements(spec: EntitySpec) -> MergeStatements:
             f"(SELECT t.{v} FROM {table} t WHERE t.connection_id = %(connection_id)s AND t.{key} = s.{key})"
         )
         not_older = f" AND (t.{v} IS NULL OR EXCLUDED.{v} IS NULL OR EXCLUDED.{v} >= t.{v})"
-        # The newest version merged: the incremental sync's starting point after a connection's first
-        # merge (see Loader.merge). Read from the stage, which is in temporary buffers, rather than
-        # from the connection's rows in rutter.<entity> (a scan of every merged row, ~2 s a year).
-        stage_high_water = f"SELECT max({v}) FROM {stage}"
+        # The staged records and the newest version among them: the incremental sync's starting point
+        # after a connection's first merge (see Loader.merge). Read from the stage, which is in
+        # temporary buffers, rather than from the connection's rows in rutter.<entity> (a scan of
+        # every merged row, ~2 s a year).
+        stage_summary = f"SELECT count(*), max({v}) FROM {stage}"
         first_watermark = (
             "INSERT INTO rutter.sync_state (connection_id, entity, watermark) "
             "VALUES (%(connection_id)s, %(entity)s, %(watermark)s) ON CONFLICT (connection_id, entity) DO NOTHING"
@@ -137,7 +138,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
     else:
         count_stale = "SELECT 0"
         not_older = ""
-        stage_high_water = None
+        stage_summary = f"SELECT count(*), NULL::timestamptz FROM {stage}"
         first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
     updated = [c for c in insert_cols if c not in ("connection_id", key)]
@@ -185,7 +186,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
         incoming=incoming,
         create_incoming=f"CREATE TEMP TABLE {incoming} (partition_date date, record jsonb) ON COMMIT DROP",
         drop_stage=f"DROP TABLE {stage}, {written}",
-        stage_high_water=stage_high_water,
+        stage_summary=stage_summary,
         first_watermark=first_watermark,
     )
 
