@@ -10,13 +10,13 @@ the typed tables as they were before or after, never between. ``upsert`` is the 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from itertools import pairwise
 from queue import Queue
 from typing import Any
 
@@ -145,15 +145,35 @@ def _months(start: date, end: date) -> list[int]:
     return sorted({d.year * 12 + d.month - 1 for d in _days(start, end)})
 
 
-def _chunks(days: list[date], per_day: dict[date, int], records: int) -> Iterator[tuple[date, date]]:
-    """Consecutive runs of ``days`` holding about ``records`` records each (a big day is a run alone)."""
-    first, count = days[0], 0
-    for prev, day in pairwise(days):
-        count += per_day.get(prev, 0)
-        if count + per_day.get(day, 0) > records:
-            yield first, prev
-            first, count = day, 0
-    yield first, days[-1]
+def _chunks(
+    days: list[date], per_day: dict[date, int], records: int, workers: int = 1
+) -> Iterator[tuple[date, date]]:
+    """Consecutive runs of ``days`` of about equal record counts, about ``records`` at most each.
+
+    The chunk count is rounded up to a multiple of ``workers`` so that the last round of a parallel
+    merge does not leave a worker idle: a 62-day run of 170k orders merges as four chunks of 42k on
+    two connections (two rounds) rather than 50k, 50k, 50k and 20k (the last alone on one core). A
+    day is never split: a big day makes its chunk bigger; an empty day joins the chunk before it.
+    """
+    total = sum(per_day.get(d, 0) for d in days)
+    count = max(1, math.ceil(total / records))
+    if count > 1 and workers > 1:
+        count = math.ceil(count / workers) * workers
+    # Each day goes to the chunk in which the middle of its records falls.
+    index: list[int] = []
+    before = 0
+    for day in days:
+        n = per_day.get(day, 0)
+        if n == 0 and index:
+            index.append(index[-1])
+        else:
+            index.append(min(count - 1, int((before + n / 2) * count / total)) if total else 0)
+        before += n
+    first = 0
+    for i in range(1, len(days) + 1):
+        if i == len(days) or index[i] != index[first]:
+            yield days[first], days[i - 1]
+            first = i
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -282,14 +302,15 @@ class Loader:
         with self._transaction() as coordinator:
             self._lock_entity(coordinator, spec, connection_id)
             per_day = self._check_landed(coordinator, spec, connection_id, start, end, days)
-            chunks = list(_chunks(days, per_day, MERGE_CHUNK_RECORDS))
+            # Parallel chunks only where a record's day never changes (created_at): then no key is
+            # in two chunks, and concurrent chunk transactions cannot meet on a row.
+            workers = self.merge_workers if spec.partition_fallback is None else 1
+            chunks = list(_chunks(days, per_day, MERGE_CHUNK_RECORDS, workers))
 
             def merge_chunk(conn: psycopg.Connection, first: date, last: date) -> ChunkStats:
                 return self._merge_chunk(conn, spec, st, {**base, "start": first, "end": last}, per_day)
 
-            # Parallel chunks only where a record's day never changes (created_at): then no key is
-            # in two chunks, and concurrent chunk transactions cannot meet on a row.
-            workers = min(self.merge_workers, len(chunks)) if spec.partition_fallback is None else 1
+            workers = min(workers, len(chunks))
             if workers == 1:
                 results = [merge_chunk(coordinator, first, last) for first, last in chunks]
             else:
@@ -477,8 +498,8 @@ class Loader:
     def _write(
         conn: psycopg.Connection, st: MergeStatements, params: dict[str, Any]
     ) -> tuple[int, int, int, dict[str, ChildCounts]]:
-        stale = conn.execute(st.count_stale, params).fetchone()[0]  # type: ignore[index]
         conn.execute(st.upsert, params)
+        stale = conn.execute(st.count_stale, params).fetchone()[0]  # type: ignore[index]
         inserted, updated = conn.execute(
             f"SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM {st.written}"
         ).fetchone()  # type: ignore[misc]

@@ -5,9 +5,9 @@ transaction against a temporary *stage* table holding one typed row per record k
 
 1. ``fill_from_*`` and ``dedup``: type the records of a source (the landing partition, or an
    incremental batch) and keep the newest version of each key;
-2. ``count_stale``: how many of them are older than the row already stored (they are skipped);
-3. ``upsert``: insert new keys, update changed ones unless older (``updated_at``) or identical
+2. ``upsert``: insert new keys, update changed ones unless older (``updated_at``) or identical
    (same content hash), remembering the written keys in a second temporary table;
+3. ``count_stale``: how many of the records it skipped are older than the row stored;
 4. ``delete_children`` / ``insert_children``: replace the child rows of the written parents;
 5. ``delete_missing_children`` / ``delete_missing``: remove the partition's rows the source no
    longer has (full merges only; children first so that their count is known).
@@ -118,11 +118,16 @@ def statements(spec: EntitySpec) -> MergeStatements:
 
     if layout.has_version(spec.columns):
         v = layout.VERSION_COLUMN
-        # A correlated lookup per staged record (a primary-key probe each), not a join: as a join the
-        # planner hashes the stage and scans every stored row of the connection, once per chunk, which
-        # made a year-long backfill's merge grow with the square of its size (~1 s per chunk at 1M rows).
+        # Counted after the upsert, over the staged records it did not write (a first load has none):
+        # the stored row of such a key is then committed, or this transaction's own. Before the upsert,
+        # a first load's lookups met a table the planner took for empty, which it may probe through
+        # any index led by connection_id; the (connection_id, customer_id) one then scanned every row
+        # a concurrent chunk was inserting, once per staged record. MATERIALIZED keeps the lookup
+        # after the anti-join rather than on every staged row.
         count_stale = (
-            f"SELECT count(*) FROM {stage} s WHERE s.{v} < "
+            f"WITH unwritten AS MATERIALIZED (SELECT s.{key}, s.{v} FROM {stage} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {written} w WHERE w.key = s.{key})) "
+            f"SELECT count(*) FROM unwritten s WHERE s.{v} < "
             f"(SELECT t.{v} FROM {table} t WHERE t.connection_id = %(connection_id)s AND t.{key} = s.{key})"
         )
         not_older = f" AND (t.{v} IS NULL OR EXCLUDED.{v} IS NULL OR EXCLUDED.{v} >= t.{v})"

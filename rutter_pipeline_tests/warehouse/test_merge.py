@@ -204,3 +204,26 @@ def test_landing_streams_pages_in_flat_memory(warehouse: str, loader: Loader, re
     # ~9 MB of JSON went through; the loader held about one page at a time
     assert total_bytes > 8_000_000
     assert peak < total_bytes / 4, (peak, total_bytes)
+
+
+def test_a_first_load_counts_stale_records_without_probing_the_table(
+    warehouse: str, loader: Loader, records: Records
+) -> None:
+    """The stale count looks up only records the upsert skipped: a first load's, none at all.
+
+    Counted before the upsert, it probed ``rutter.orders`` once per staged record through whichever
+    index the planner picked for a table it took for empty; during a parallel merge that was the
+    (connection_id, customer_id) index, scanning every row the other chunk was inserting.
+    """
+    from rutter_pipeline.warehouse.merge_sql import statements
+
+    loader.land(ORDERS, "c1", D1, D1, [[records.order(D1) for _ in range(20)]], "run-1")
+    st = statements(ORDERS)
+    params = {"entity": "orders", "connection_id": "c1", "run_id": "run-1", "start": D1, "end": D1}
+    with psycopg.connect(warehouse) as conn:
+        Loader._stage(conn, st, st.fill_from_landing, params)
+        conn.execute(st.upsert, params)
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + st.count_stale, params))
+        conn.rollback()
+    (lookup,) = [line for line in plan.splitlines() if " on orders t" in line]
+    assert "never executed" in lookup, plan

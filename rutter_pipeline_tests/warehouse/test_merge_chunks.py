@@ -4,6 +4,7 @@ several connections at once (``merge_workers``), gives the tables of a one-run m
 from __future__ import annotations
 
 from datetime import date, timedelta
+from itertools import pairwise
 from typing import Any
 
 import psycopg
@@ -76,6 +77,20 @@ def test_chunks_cover_the_range_once_within_the_budget() -> None:
     assert chunks == [(DAYS[0], DAYS[2]), (DAYS[3], DAYS[3]), (DAYS[4], DAYS[4])]
     assert list(_chunks(DAYS, per_day, 10**6)) == [(DAYS[0], DAYS[-1])]
     assert list(_chunks(DAYS[:1], {}, 1)) == [(DAYS[0], DAYS[0])]
+
+
+@pytest.mark.parametrize(("days", "workers", "expected"), [(73, 1, 5), (73, 2, 6), (62, 2, 4), (10, 2, 1)])
+def test_chunks_are_even_and_a_multiple_of_the_workers(days: int, workers: int, expected: int) -> None:
+    # A year of 1M orders (~2,740 a day) in range runs of up to 62 days, against the default budget.
+    span = [DAYS[0] + timedelta(days=i) for i in range(days)]
+    per_day = dict.fromkeys(span, 2_740)
+    chunks = list(_chunks(span, per_day, 50_000, workers))
+    assert len(chunks) == expected
+    assert chunks[0][0] == span[0] and chunks[-1][1] == span[-1]
+    assert all(b[0] - a[1] == timedelta(days=1) for a, b in pairwise(chunks))
+    sizes = [sum(per_day[d] for d in span if first <= d <= last) for first, last in chunks]
+    # Even to within a day, where the old greedy split left 170k orders as 49k, 49k, 49k and 22k.
+    assert max(sizes) - min(sizes) <= 2_740, sizes
 
 
 def test_a_failing_chunk_leaves_each_day_before_or_after_and_a_rerun_completes(
