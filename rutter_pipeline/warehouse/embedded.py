@@ -48,7 +48,7 @@ def write_server_settings(pgdata: Path, settings: dict[str, str] | None = None) 
     """Write our settings into an initialised data directory; True when they changed.
 
     They take effect when the server (re)starts: a server already running keeps its settings
-    until ``dev --stop`` and the next start, since other processes may be using it.
+    until it restarts (other processes may be using it, so it is not restarted under them).
     """
     text = "# Written by rutter_pipeline.warehouse.embedded; edits are overwritten.\n" + "".join(
         f"{name} = '{value}'\n" for name, value in (settings or server_settings()).items()
@@ -85,7 +85,7 @@ def start_embedded_postgres(pgdata: Path | None = None, *, persistent: bool = Tr
         server.ensure_pgdata_inited()  # type: ignore[attr-defined]
         running = (pgdata / "postmaster.pid").exists()
         if write_server_settings(pgdata) and running:
-            log.info("embedded PostgreSQL settings changed; they apply after `dev --stop` and the next start")
+            log.info("embedded PostgreSQL settings changed; the running server applies them when it restarts")
         server.start()  # type: ignore[attr-defined]
         _SERVERS[pgdata] = server
     return server.get_uri()  # type: ignore[attr-defined]
