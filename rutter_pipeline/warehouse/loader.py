@@ -152,7 +152,7 @@ def _chunks(
 
     The chunk count is rounded up to a multiple of ``workers`` so that the last round of a parallel
     merge does not leave a worker idle: a 62-day run of 170k orders merges as four chunks of 42k on
-    two connections (two rounds) rather than 50k, 50k, 50k and 20k (the last alone on one core). A
+    two connections (two rounds) rather than 49k, 49k, 49k and 22k (the last alone on one core). A
     day is never split: a big day makes its chunk bigger; an empty day joins the chunk before it.
     """
     total = sum(per_day.get(d, 0) for d in days)
