@@ -38,20 +38,20 @@ def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     if ram_bytes is None:
         try:
             ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):  # not POSIX: keep PostgreSQL's default
-            ram_bytes = 128 * 8 << 20
+        except (AttributeError, ValueError, OSError):  # not POSIX: PostgreSQL's default, 128 MB
+            ram_bytes = 1 << 30
     shared_mb = max(128, min(1024, ram_bytes // 8 >> 20))
     return {"shared_buffers": f"{shared_mb}MB", "wal_buffers": "64MB"}
 
 
-def write_server_settings(pgdata: Path, settings: dict[str, str] | None = None) -> bool:
+def write_server_settings(pgdata: Path) -> bool:
     """Write our settings into an initialised data directory; True when they changed.
 
     They take effect when the server (re)starts: a server already running keeps its settings
     until it restarts (other processes may be using it, so it is not restarted under them).
     """
     text = "# Written by rutter_pipeline.warehouse.embedded; edits are overwritten.\n" + "".join(
-        f"{name} = '{value}'\n" for name, value in (settings or server_settings()).items()
+        f"{name} = '{value}'\n" for name, value in server_settings().items()
     )
     conf, main = pgdata / SETTINGS_FILE, pgdata / "postgresql.conf"
     if INCLUDE_LINE not in main.read_text():

@@ -17,6 +17,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from queue import Queue
 from typing import Any
 
@@ -169,11 +171,9 @@ def _chunks(
         else:
             index.append(min(count - 1, int((before + n / 2) * count / total)) if total else 0)
         before += n
-    first = 0
-    for i in range(1, len(days) + 1):
-        if i == len(days) or index[i] != index[first]:
-            yield days[first], days[i - 1]
-            first = i
+    for _, run in groupby(zip(days, index, strict=True), key=itemgetter(1)):
+        run_days = [day for day, _ in run]
+        yield run_days[0], run_days[-1]
 
 
 def _json(record: dict[str, Any]) -> str:
