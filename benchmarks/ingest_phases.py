@@ -143,14 +143,24 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.defs.ingest import landing_key, warehouse_key
     from rutter_pipeline.defs.partitions import range_tags
     from rutter_pipeline.entities import ORDERS
+    from rutter_pipeline.stack import EVENT_BATCH_SIZE, psycopg2_url
+    from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
     from rutter_pipeline.warehouse.migrations import migrate
     from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
     migrate(job["pg_url"])
     ConnectionRegistry(job["pg_url"]).add(job["connection_id"], job["access_token"], platform="SHOPIFY")
 
+    # The instance the project runs on (dagster.yaml, `rutter-pipeline dev`): PostgreSQL storage, here
+    # a database of its own on the same server, and the stack's event batch size.
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE)
+    dagster_db = f"bench_dagster_{os.getpid()}"
+    storage = {"storage": {"postgres": {"postgres_url": psycopg2_url(ensure_database(job["pg_url"], dagster_db))}}}
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-dagster-") as home, dg.instance_for_test(temp_dir=home) as instance:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
+        dg.instance_for_test(temp_dir=home, overrides=storage) as instance,
+    ):
         instance.add_dynamic_partitions("connections", [job["connection_id"]])
         job_def = build_definitions().resolve_implicit_global_asset_job_def()
         tags = range_tags(
@@ -195,6 +205,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
         ]
         if landing_meta:
             result["api_calls"] = int(landing_meta[0]["api_calls"].value)
+    drop_database(job["pg_url"], dagster_db)
     with psycopg.connect(job["pg_url"]) as conn:
         result["stored"] = conn.execute(
             "SELECT count(*) FROM rutter.orders WHERE connection_id = %s", (job["connection_id"],)

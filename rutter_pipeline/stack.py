@@ -15,6 +15,11 @@ from rutter_pipeline.settings import state_dir
 from rutter_pipeline.warehouse.embedded import default_urls
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+# Events Dagster may write to its PostgreSQL storage in one statement (DAGSTER_EVENT_BATCH_SIZE; 0, its
+# default, writes each alone). A range run records one materialization and one check result per
+# partition: unbatched, that is a new connection and an insert each, 7-9 s per asset for a year of
+# one connection (370 partitions); batched, 0.4-0.6 s (benchmarks/RESULTS.md).
+EVENT_BATCH_SIZE = 1000
 
 
 def psycopg2_url(url: str) -> str:
@@ -46,6 +51,7 @@ class StackEnv:
             "DAGSTER_PG_URL": self.dagster_pg_url,
             "DAGSTER_HOME": str(self.dagster_home),
             "RUTTER_PIPELINE_COMPUTE_LOGS": str(self.compute_logs),
+            "DAGSTER_EVENT_BATCH_SIZE": os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE),
         }
 
 

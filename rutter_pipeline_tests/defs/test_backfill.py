@@ -4,12 +4,13 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from dagster import RunsFilter
+from dagster import AssetKey, RunsFilter
 
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.ingest import Scope, land_scope
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.settings import Settings
+from rutter_pipeline.stack import EVENT_BATCH_SIZE
 from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import migrate
@@ -32,8 +33,10 @@ def dump(url: str) -> list[str]:
 
 
 def test_ninety_day_backfill_is_at_most_four_runs_and_equals_single_day_runs(
-    pipeline: Pipeline, pg_instance_factory, pg_server_url: str
+    pipeline: Pipeline, pg_instance_factory, pg_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As `rutter-pipeline dev` runs it: the run workers write their events in batches.
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
     instance = pg_instance_factory([pipeline.connection_id])
     days = [pipeline.today - timedelta(days=n) for n in range(95, 5, -1)]
     assert len(days) == 90
@@ -48,6 +51,10 @@ def test_ninety_day_backfill_is_at_most_four_runs_and_equals_single_day_runs(
     runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
     assert 1 <= len(runs) <= 4, [r.tags for r in runs]
     assert all(r.is_success for r in runs)
+    # Written in batches, every partition of the range runs still has its materialization.
+    keys = {pipeline.partition(d) for d in days}
+    for path in (["landing", "orders"], ["warehouse", "orders"]):
+        assert instance.get_materialized_partitions(AssetKey(path)) == keys
     assert pipeline.stored(ORDERS, days[0], days[-1]) == pipeline.truth(ORDERS, days[0], days[-1])
 
     # The same 90 days, one day at a time, into another warehouse: identical tables.
