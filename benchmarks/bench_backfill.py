@@ -38,7 +38,7 @@ from ingest_phases import iter_pages  # noqa: E402
 
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
 from rutter_pipeline.sandbox import SandboxConfig, run_sandbox  # noqa: E402
-from rutter_pipeline.stack import EVENT_BATCH_SIZE, psycopg2_url  # noqa: E402
+from rutter_pipeline.stack import event_batch_size, psycopg2_url  # noqa: E402
 from rutter_pipeline.warehouse.embedded import drop_database, ensure_database, start_embedded_postgres  # noqa: E402
 
 LAUNCH_BACKFILL = """
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             # no incremental sync may start in the middle of the measurement
             "RUTTER_INCREMENTAL_CRON": "0 0 1 1 *",
             # as the stack environment of `rutter-pipeline dev` sets it
-            "DAGSTER_EVENT_BATCH_SIZE": str(EVENT_BATCH_SIZE),
+            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
         }
         os.environ.update(env)
         result = run_backfill(conn["connection_id"], conn["access_token"], first_day, last_day, args.timeout, stack)

@@ -143,7 +143,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.defs.ingest import landing_key, warehouse_key
     from rutter_pipeline.defs.partitions import range_tags
     from rutter_pipeline.entities import ORDERS
-    from rutter_pipeline.stack import EVENT_BATCH_SIZE, psycopg2_url
+    from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
     from rutter_pipeline.warehouse.migrations import migrate
     from rutter_pipeline.warehouse.registry import ConnectionRegistry
@@ -153,7 +153,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
 
     # The instance the project runs on (dagster.yaml, `rutter-pipeline dev`): PostgreSQL storage, here
     # a database of its own on the same server, and the stack's event batch size.
-    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE)
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = event_batch_size()
     dagster_db = f"bench_dagster_{os.getpid()}"
     storage = {"storage": {"postgres": {"postgres_url": psycopg2_url(ensure_database(job["pg_url"], dagster_db))}}}
     result: dict[str, Any] = {}

@@ -22,6 +22,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 EVENT_BATCH_SIZE = 1000
 
 
+def event_batch_size() -> str:
+    """DAGSTER_EVENT_BATCH_SIZE for the stack's processes: the user's own value, else EVENT_BATCH_SIZE."""
+    return os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE)
+
+
 def psycopg2_url(url: str) -> str:
     """Dagster's storage must use psycopg2 (DESIGN §6): rewrite a plain postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
@@ -51,7 +56,7 @@ class StackEnv:
             "DAGSTER_PG_URL": self.dagster_pg_url,
             "DAGSTER_HOME": str(self.dagster_home),
             "RUTTER_PIPELINE_COMPUTE_LOGS": str(self.compute_logs),
-            "DAGSTER_EVENT_BATCH_SIZE": os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE),
+            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
         }
 
 
