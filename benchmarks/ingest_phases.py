@@ -142,6 +142,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.definitions import build_definitions
     from rutter_pipeline.defs.ingest import landing_key, warehouse_key
     from rutter_pipeline.defs.partitions import range_tags
+    from rutter_pipeline.defs.storage import instance_storage_config
     from rutter_pipeline.entities import ORDERS
     from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
@@ -155,7 +156,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     # a database of its own on the same server, and the stack's event batch size.
     os.environ["DAGSTER_EVENT_BATCH_SIZE"] = event_batch_size()
     dagster_db = f"bench_dagster_{os.getpid()}"
-    storage = {"storage": {"postgres": {"postgres_url": psycopg2_url(ensure_database(job["pg_url"], dagster_db))}}}
+    storage = instance_storage_config(psycopg2_url(ensure_database(job["pg_url"], dagster_db)))
     result: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
