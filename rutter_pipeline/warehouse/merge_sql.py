@@ -10,7 +10,8 @@ transaction against a temporary *stage* table holding one typed row per record k
 3. ``count_stale``: how many of the records it skipped are older than the row stored;
 4. ``delete_children`` / ``insert_children``: replace the child rows of the written parents;
 5. ``delete_missing_children`` / ``delete_missing``: remove the partition's rows the source no
-   longer has (full merges only; children first so that their count is known).
+   longer has (full merges only; children first so that their count is known). A first load, whose
+   range held no rows before the upsert (``range_has_rows``), has nothing to remove and skips them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class MergeStatements:
     create_written: str
     fill_from_landing: str
     fill_from_incoming: str
+    has_duplicates: str
     dedup: str
+    range_has_rows: str
     count_stale: str
     upsert: str
     old_partitions: str
@@ -115,6 +118,8 @@ def statements(spec: EntitySpec) -> MergeStatements:
         f"(PARTITION BY {key} ORDER BY {newest}{layout.CONTENT_HASH}) AS n FROM {stage}) d "
         "WHERE s.ctid = d.row_id AND d.n > 1"
     )
+    # Duplicates are rare; hashing the keys to find out costs a fraction of the dedup's sort.
+    has_duplicates = f"SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1 LIMIT 1"
 
     if layout.has_version(spec.columns):
         v = layout.VERSION_COLUMN
@@ -182,7 +187,12 @@ def statements(spec: EntitySpec) -> MergeStatements:
             "connection_id = %(connection_id)s AND partition_date BETWEEN %(start)s AND %(end)s",
         ),
         fill_from_incoming=fill(incoming, "TRUE"),
+        has_duplicates=has_duplicates,
         dedup=dedup,
+        range_has_rows=(
+            f"SELECT 1 FROM {table} t WHERE t.connection_id = %(connection_id)s "
+            f"AND t.{layout.PARTITION_DATE} BETWEEN %(start)s AND %(end)s LIMIT 1"
+        ),
         count_stale=count_stale,
         upsert=upsert,
         old_partitions=old_partitions,

@@ -122,6 +122,19 @@ def test_dropped_records_are_deleted_only_in_their_partition_and_connection(
     assert len(list(read_records(warehouse, ORDERS, "c1"))) == len(d1) + len(d2) - 1
 
 
+def test_a_range_that_held_rows_on_any_day_is_not_merged_as_a_first_load(
+    warehouse: str, loader: Loader, records: Records
+) -> None:
+    """The merge skips its deletes only when the whole range was empty: here D1 held rows, D2 none."""
+    kept, dropped = records.order(D1), records.order(D1)
+    _land_merge(loader, [kept, dropped], D1, D1, "run-1")
+    new = records.order(D2)
+    stats = _land_merge(loader, [kept, new], D1, D2, "run-2")  # Rutter no longer returns `dropped`
+    assert (stats.inserted, stats.unchanged, stats.deleted) == (1, 1, 1)
+    assert stats.children["order_line_items"].deleted == len(dropped["line_items"])
+    assert {r["id"] for r in read_records(warehouse, ORDERS, "c1")} == {kept["id"], new["id"]}
+
+
 def test_rows_written_after_the_landing_are_not_deleted_by_it(warehouse: str, loader: Loader, records: Records) -> None:
     early, late = records.order(D1), records.order(D1)
     _land_merge(loader, [early], D1, D1, "daily-1")
