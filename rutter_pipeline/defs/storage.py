@@ -7,10 +7,10 @@ is created, each written through two connections, so a year of two assets spent 
 step, and every run worker, sensor tick and daemon pass paid the same per event.
 
 These subclasses change only the engine: a ``QueuePool`` of two connections kept open, pinged before
-use (a restarted server costs a retry, not an error), recycled hourly; a caller that finds both taken
-opens an overflow connection that is closed when returned. A connection never crosses a fork: a child
-that checks out one its parent opened drops it without closing it (closing would end the parent's
-session) and opens its own.
+use (a restarted server costs a retry, not an error), recycled hourly. A caller that finds both taken
+opens an overflow connection that is closed when returned, as before, with no cap. A connection never
+crosses a fork: a child that checks out one its parent opened drops it without closing it (closing
+would end the parent's session) and opens its own.
 
 ``dagster.yaml`` names them; ``instance_storage_config`` is the same configuration for instances that
 tests and benchmarks build in code.
@@ -31,7 +31,9 @@ from dagster_postgres.utils import create_pg_engine, get_token_provider_from_con
 # still open (dagster's _store_asset_event_tags), so one pooled connection would still mean a new
 # session per asset event.
 POOL_SIZE = 2
-POOL_OVERFLOW = 8
+# No cap on overflow connections (opened and closed per use, as dagster-postgres does): the daemon's
+# threads may all call the storage at once, and a capped pool would make them wait, then fail.
+POOL_OVERFLOW = -1
 POOL_RECYCLE_S = 3600
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -144,6 +145,35 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(da
         assert os.waitstatus_to_exitcode(status) == 0
         assert reported and int(reported) != parent
         assert backend_pid() == parent  # the parent's session survived the child
+    finally:
+        storage.dispose()
+
+
+def test_callers_beyond_the_pool_get_connections_of_their_own_without_waiting(dagster_pg_url: str) -> None:
+    """The daemon's threads may all use the storage at once: the pool must not make them queue."""
+    storage = PooledPostgresEventLogStorage(psycopg2_url(dagster_pg_url))
+    callers = 16  # well beyond the two kept
+    together = threading.Barrier(callers, timeout=20)
+    pids: list[int] = []
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with storage._connect() as conn:
+                pids.append(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                together.wait()  # every caller holds its connection at the same moment
+        except BaseException as exc:  # reported by the assertions below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=hold) for _ in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(set(pids)) == callers
+        assert storage._engine.pool.checkedin() == 2  # the overflow ones were closed on return
     finally:
         storage.dispose()
 
