@@ -3,8 +3,8 @@
 dagster-postgres opens a new PostgreSQL connection for every storage call outside the webserver
 (SQLAlchemy's ``NullPool``), and a connection costs the server a backend process: ~15 ms on the
 embedded server. A range run logs one "materialization planned" event per partition and asset when it
-is created, each written through two connections, so a year of two assets spent ~11 s before its first
-step, and every run worker, sensor tick and daemon pass paid the same per event.
+is created, each written through two or three connections, so a year of two assets spent ~15 s before
+its first step, and every run worker, sensor tick and daemon pass paid the same per event.
 
 These subclasses change only the engine: a ``QueuePool`` of two connections kept open, pinged before
 use (a restarted server costs a retry, not an error), recycled hourly. A caller that finds both taken
