@@ -39,7 +39,12 @@ from ingest_phases import iter_pages  # noqa: E402
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
 from rutter_pipeline.sandbox import SandboxConfig, run_sandbox  # noqa: E402
 from rutter_pipeline.stack import event_batch_size, psycopg2_url  # noqa: E402
-from rutter_pipeline.warehouse.embedded import drop_database, ensure_database, start_embedded_postgres  # noqa: E402
+from rutter_pipeline.warehouse.embedded import (  # noqa: E402
+    drop_database,
+    ensure_database,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 
 LAUNCH_BACKFILL = """
 mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
@@ -61,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-backfill-")))
         server = args.pg_url or start_embedded_postgres(work / "pg", persistent=False)
+        if not args.pg_url:
+            # Stopped here, before the temporary directory goes: pgserver's own stop runs at exit,
+            # when the data directory is already gone, and then left the server running.
+            stack.callback(stop_embedded_postgres, work / "pg")
         suffix = uuid.uuid4().hex[:8]
         warehouse_url = ensure_database(server, f"bench_warehouse_{suffix}")
         dagster_url = ensure_database(server, f"bench_dagster_{suffix}")
@@ -138,6 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def stop_code_servers(home: Path, grace: float = 10) -> None:
+    """Stop the code servers the daemon started for this instance, which outlive it.
+
+    A daemon's code server stops 20 s after its last heartbeat, but only once it has seen its
+    launched runs' processes end, which it checks in the instance's storage; the benchmark drops
+    that database right after the backfill, and the server then waited forever (seen after every
+    full-size run). They are found by the instance folder named in their command line.
+    """
+    import psutil
+
+    servers = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "grpc" in cmdline and str(home) in " ".join(cmdline):
+            servers.append(proc)
+    for proc in servers:
+        proc.terminate()
+    _, alive = psutil.wait_procs(servers, timeout=grace)
+    for proc in alive:
+        proc.kill()
+
+
 def run_backfill(connection_id: str, access_token: str, first_day, last_day, timeout: float, stack: ExitStack) -> dict:
     import dagster as dg
     from dagster._core.test_utils import create_test_daemon_workspace_context
@@ -152,6 +183,8 @@ def run_backfill(connection_id: str, access_token: str, first_day, last_day, tim
     ConnectionRegistry(os.environ["WAREHOUSE_URL"]).add(connection_id, access_token, platform="SHOPIFY")
     instance = stack.enter_context(dg.DagsterInstance.get())
     instance.add_dynamic_partitions("connections", [connection_id])
+    # Runs after the daemon is gone (the stack unwinds in reverse).
+    stack.callback(stop_code_servers, Path(os.environ["DAGSTER_HOME"]))
     daemon_log = open(Path(os.environ["DAGSTER_HOME"]) / "daemon.log", "wb")  # noqa: SIM115 - closed by the stack
     stack.callback(daemon_log.close)
     daemon = subprocess.Popen(

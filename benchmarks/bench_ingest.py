@@ -40,7 +40,12 @@ import psutil
 
 from rutter_pipeline.rutter.windows import day_window_ms
 from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle, run_sandbox
-from rutter_pipeline.warehouse.embedded import drop_database, ensure_database, start_embedded_postgres
+from rutter_pipeline.warehouse.embedded import (
+    drop_database,
+    ensure_database,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 
 NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
 PHASES = ("raw_fetch", "raw_copy", "project", "dlt")
@@ -308,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingest-")))
         pg_server = args.pg_url or start_embedded_postgres(work / "pg", persistent=False)
+        if not args.pg_url:  # stopped before its data directory is removed (see bench_backfill)
+            stack.callback(stop_embedded_postgres, work / "pg")
         if args.sandbox_url:
             from rutter_pipeline.sandbox.control import SandboxControl
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,39 @@ def test_every_phase_loads_every_order_and_the_json_has_the_issue_keys(pg_server
     # the project's typed line items and dlt's nested table hold the same rows
     assert phases["project"]["line_items"] == phases["dlt"]["line_items"] > details["orders"]
     assert doc["api_calls"] == phases["project"]["api_calls"] >= details["orders"] / 500
+
+
+def test_the_embedded_server_it_starts_is_stopped_when_it_ends() -> None:
+    """Without ``--pg-url`` the benchmark starts its own PostgreSQL in a temporary folder.
+
+    pgserver stops such a server at interpreter exit, by which time the folder was gone and the
+    server kept running (seen after several runs); the benchmark now stops it before the removal.
+    """
+    import psutil
+
+    # A short folder of its own: the server's Unix socket path must stay under ~100 characters.
+    with tempfile.TemporaryDirectory(prefix="bi-", dir="/tmp") as tmp:
+        command = [sys.executable, "benchmarks/bench_ingest.py", "--orders", "200", "--orders-per-day", "100"]
+        proc = subprocess.run(
+            [*command, "--phases", "raw_copy", "--json"],
+            cwd=ROOT,
+            env={**os.environ, "TMPDIR": tmp},
+            capture_output=True,
+            text=True,
+            timeout=280,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["raw_copy_orders_per_s"] > 0
+
+        def left_running() -> list[str]:
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                cmdline = " ".join(p.info["cmdline"] or [])
+                if tmp in cmdline:
+                    found.append(f"{p.pid}: {cmdline}")
+            return found
+
+        leftovers = left_running()
+        for line in leftovers:  # do not leave them to the next test either
+            psutil.Process(int(line.split(":")[0])).kill()
+        assert leftovers == []
