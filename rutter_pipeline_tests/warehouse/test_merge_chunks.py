@@ -79,9 +79,12 @@ def test_chunks_cover_the_range_once_within_the_budget() -> None:
     assert list(_chunks(DAYS[:1], {}, 1)) == [(DAYS[0], DAYS[0])]
 
 
-@pytest.mark.parametrize(("days", "workers", "expected"), [(73, 1, 5), (73, 2, 6), (62, 2, 4), (10, 2, 1)])
+@pytest.mark.parametrize(
+    ("days", "workers", "expected"), [(73, 1, 5), (73, 2, 6), (62, 2, 4), (183, 2, 12), (10, 2, 1)]
+)
 def test_chunks_are_even_and_a_multiple_of_the_workers(days: int, workers: int, expected: int) -> None:
-    # A year of 1M orders (~2,740 a day) in range runs of up to 62 days, against the default budget.
+    # A year of 1M orders (~2,740 a day) in range runs of 62 or 183 days (the default), against the
+    # default budget.
     span = [DAYS[0] + timedelta(days=i) for i in range(days)]
     per_day = dict.fromkeys(span, 2_740)
     chunks = list(_chunks(span, per_day, 50_000, workers))
