@@ -341,10 +341,57 @@ class Scenario:
             print("MISMATCH with the sandbox's ground truth:")
             for line in mismatches:
                 print(f"  {line}")
+            self._print_diagnosis({line.split()[0] for line in mismatches})
         elif failed:
             print(f"FAILED runs: {', '.join(r.run_id for r in failed)}")
         else:
             print("OK: the warehouse equals the sandbox's ground truth for every connection and entity")
+
+    def _print_diagnosis(self, prefixes: set[str]) -> None:
+        """What a mismatch needs to be explained afterwards, when the demo's folder is gone (CI)."""
+        deliveries = self.sandbox.control.webhook_log()
+        statuses: dict[str, int] = {}
+        for d in deliveries:
+            statuses[d["status"]] = statuses.get(d["status"], 0) + 1
+        cursors = {
+            k: v
+            for k, v in self.sensor_cursors().items()
+            if k in ("connection_lifecycle_sensor", "data_webhook_sensor")
+        }
+        print(f"diagnosis: sandbox webhook deliveries {statuses}; inbox sensor cursors {cursors}")
+        with psycopg.connect(psycopg_url(self.url)) as conn:
+            for merchant in self.demo.merchants:
+                cid = merchant.connection_id
+                if cid[:8] not in prefixes:
+                    continue
+                failed = [d for d in deliveries if d["connection_id"] == cid and d["status"] != "delivered"]
+                print(f"  {cid[:8]}: undelivered webhooks {failed}")
+                events = conn.execute(
+                    "SELECT code, count(*), max(id), min(received_at)::time(3)::text, max(received_at)::time(3)::text "
+                    "FROM rutter.webhook_events "
+                    "WHERE connection_id = %s GROUP BY code ORDER BY 3",
+                    (cid,),
+                ).fetchall()
+                print(f"  {cid[:8]}: inbox (code, count, max id, first, last) {events}")
+                marks = conn.execute(
+                    "SELECT entity, watermark::text, updated_at::time(3)::text FROM rutter.sync_state "
+                    "WHERE connection_id = %s ORDER BY entity",
+                    (cid,),
+                ).fetchall()
+                print(f"  {cid[:8]}: watermarks {marks}")
+                for record in self.instance.get_run_records():
+                    run = record.dagster_run
+                    if cid not in json.dumps(run.tags) + json.dumps(run.run_config, default=str):
+                        continue
+                    print(
+                        f"  {cid[:8]}: run {run.run_id[:8]} {run.tags.get('rutter/trigger', 'automation')} "
+                        f"{run.status.value} created {record.create_timestamp:%H:%M:%S.%f} "
+                        f"started {_clock(record.start_time)} ended {_clock(record.end_time)}"
+                    )
+
+
+def _clock(timestamp: float | None) -> str:
+    return "-" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S.%f")
 
 
 def _difference(stored: list[dict], expected: list[dict]) -> str:
