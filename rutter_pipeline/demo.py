@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -130,7 +131,8 @@ def _run(demo: Demo) -> int:
     from rutter_pipeline.webhooks.server import run_receiver
 
     real_now = datetime.now(UTC).replace(microsecond=0)
-    sandbox_now = _on_sync_tick(real_now - timedelta(hours=SIM_HOURS + 1), SandboxConfig().sync_interval_minutes)
+    tick_minutes = SandboxConfig().sync_interval_minutes
+    sandbox_now = _on_sync_tick(real_now - timedelta(hours=SIM_HOURS + 1), tick_minutes)
     _demo_env(demo, sandbox_now)
     env = prepare_stack_env()
     migrate(env.warehouse_url)
@@ -151,7 +153,7 @@ def _run(demo: Demo) -> int:
         demo.say(f"sandbox at {sandbox.base_url}, webhook receiver at {hook_url}")
         daemon = _start_daemon(demo)
         stack.callback(_stop, daemon)
-        scenario = Scenario(demo, sandbox, env.warehouse_url)
+        scenario = Scenario(demo, sandbox, env.warehouse_url, tick_minutes)
         scenario.play()
         return scenario.verify_and_report()
 
@@ -176,11 +178,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 class Scenario:
-    def __init__(self, demo: Demo, sandbox, warehouse_url: str) -> None:
+    def __init__(self, demo: Demo, sandbox, warehouse_url: str, tick_minutes: int) -> None:
         import dagster as dg
 
         self.demo = demo
         self.sandbox = sandbox
+        self.tick_minutes = tick_minutes  # the sandbox's sync interval: see _on_sync_tick
         self.url = warehouse_url
         self.instance = dg.DagsterInstance.get()
         self.deadline = demo.started + demo.args.timeout
@@ -227,13 +230,10 @@ class Scenario:
         return next((m for m in self.demo.merchants if m.role == role), None)
 
     def advance(self, minutes: int, what: str) -> None:
-        from rutter_pipeline.sandbox import SandboxConfig
-
-        interval = SandboxConfig().sync_interval_minutes
-        if minutes % interval:  # every step ends on a sync tick: see _on_sync_tick
-            raise ValueError(f"the demo advances in whole sync intervals ({interval} min), not {minutes}")
+        if minutes % self.tick_minutes:  # every step ends on a sync tick: see _on_sync_tick
+            raise ValueError(f"the demo advances in whole sync intervals ({self.tick_minutes} min), not {minutes}")
         now = self.sandbox.control.advance(minutes)
-        if int(now.timestamp()) % (interval * 60):
+        if _on_sync_tick(now, self.tick_minutes) != now:
             raise RuntimeError(f"the sandbox's clock ({now}) is not on a sync tick: records would go unannounced")
         self.demo.say(f"+{minutes:g} simulated minutes: {what}")
 
@@ -373,9 +373,8 @@ class Scenario:
     def _print_diagnosis(self, prefixes: set[str]) -> None:
         """What a mismatch needs to be explained afterwards, when the demo's folder is gone (CI)."""
         deliveries = self.sandbox.control.webhook_log()
-        statuses: dict[str, int] = {}
-        for d in deliveries:
-            statuses[d["status"]] = statuses.get(d["status"], 0) + 1
+        statuses = dict(Counter(d["status"] for d in deliveries))
+        runs = self.instance.get_run_records()
         cursors = {
             k: v
             for k, v in self.sensor_cursors().items()
@@ -402,7 +401,7 @@ class Scenario:
                     (cid,),
                 ).fetchall()
                 print(f"  {cid[:8]}: watermarks {marks}")
-                for record in self.instance.get_run_records():
+                for record in runs:
                     run = record.dagster_run
                     if cid not in json.dumps(run.tags) + json.dumps(run.run_config, default=str):
                         continue

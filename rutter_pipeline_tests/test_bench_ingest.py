@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from rutter_pipeline_tests.fixtures.processes import kill_leftovers
+
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +58,6 @@ def test_the_embedded_server_it_starts_is_stopped_when_it_ends() -> None:
     pgserver stops such a server at interpreter exit, by which time the folder was gone and the
     server kept running (seen after several runs); the benchmark now stops it before the removal.
     """
-    import psutil
-
     # A short folder of its own: the server's Unix socket path must stay under ~100 characters.
     with tempfile.TemporaryDirectory(prefix="bi-", dir="/tmp") as tmp:
         command = [sys.executable, "benchmarks/bench_ingest.py", "--orders", "200", "--orders-per-day", "100"]
@@ -71,16 +71,4 @@ def test_the_embedded_server_it_starts_is_stopped_when_it_ends() -> None:
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads(proc.stdout.strip().splitlines()[-1])["raw_copy_orders_per_s"] > 0
-
-        def left_running() -> list[str]:
-            found = []
-            for p in psutil.process_iter(["cmdline"]):
-                cmdline = " ".join(p.info["cmdline"] or [])
-                if tmp in cmdline:
-                    found.append(f"{p.pid}: {cmdline}")
-            return found
-
-        leftovers = left_running()
-        for line in leftovers:  # do not leave them to the next test either
-            psutil.Process(int(line.split(":")[0])).kill()
-        assert leftovers == []
+        assert kill_leftovers(tmp) == []
