@@ -158,55 +158,58 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     dagster_db = f"bench_dagster_{os.getpid()}"
     storage = instance_storage_config(psycopg2_url(ensure_database(job["pg_url"], dagster_db)))
     result: dict[str, Any] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
-        dg.instance_for_test(temp_dir=home, overrides=storage) as instance,
-    ):
-        instance.add_dynamic_partitions("connections", [job["connection_id"]])
-        job_def = build_definitions().resolve_implicit_global_asset_job_def()
-        tags = range_tags(
-            job["connection_id"], date.fromisoformat(job["first_day"]), date.fromisoformat(job["last_day"])
-        )
-        with _timed(result):
-            run = job_def.execute_in_process(
-                instance=instance,
-                tags=tags,
-                asset_selection=[landing_key(ORDERS), warehouse_key(ORDERS)],
-                raise_on_error=False,
+    # Dropped however the run ends: with --pg-url the server outlives the benchmark.
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
+            dg.instance_for_test(temp_dir=home, overrides=storage) as instance,
+        ):
+            instance.add_dynamic_partitions("connections", [job["connection_id"]])
+            job_def = build_definitions().resolve_implicit_global_asset_job_def()
+            tags = range_tags(
+                job["connection_id"], date.fromisoformat(job["first_day"]), date.fromisoformat(job["last_day"])
             )
-        result["success"] = run.success
-        if not run.success:
-            result["error"] = "; ".join(
-                str(e.event_specific_data.error.message)  # type: ignore[union-attr]
+            with _timed(result):
+                run = job_def.execute_in_process(
+                    instance=instance,
+                    tags=tags,
+                    asset_selection=[landing_key(ORDERS), warehouse_key(ORDERS)],
+                    raise_on_error=False,
+                )
+            result["success"] = run.success
+            if not run.success:
+                result["error"] = "; ".join(
+                    str(e.event_specific_data.error.message)  # type: ignore[union-attr]
+                    for e in run.all_events
+                    if e.is_step_failure
+                )[:2000]
+            steps = {
+                e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
                 for e in run.all_events
-                if e.is_step_failure
-            )[:2000]
-        steps = {
-            e.step_key: e.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
-            for e in run.all_events
-            if e.event_type_value == "STEP_SUCCESS"
-        }
-        result["step_seconds"] = steps
-        # Where the run's time went outside the steps (run start, event writes, resource set-up).
-        stamps = [
-            (entry.timestamp, entry.dagster_event.event_type_value, entry.step_key)
-            for entry in instance.all_logs(run.run_id)
-            if entry.dagster_event is not None
-        ]
-        first = stamps[0][0]
-        result["timeline"] = [
-            (round(t - first, 2), kind, step) for t, kind, step in stamps if "STEP" in kind or "RUN" in kind
-        ]
-        landing_meta = [
-            m.metadata
-            for e in run.all_events
-            if e.event_type_value == "ASSET_MATERIALIZATION"
-            for m in [e.event_specific_data.materialization]  # type: ignore[union-attr]
-            if m.asset_key == landing_key(ORDERS)
-        ]
-        if landing_meta:
-            result["api_calls"] = int(landing_meta[0]["api_calls"].value)
-    drop_database(job["pg_url"], dagster_db)
+                if e.event_type_value == "STEP_SUCCESS"
+            }
+            result["step_seconds"] = steps
+            # Where the run's time went outside the steps (run start, event writes, resource set-up).
+            stamps = [
+                (entry.timestamp, entry.dagster_event.event_type_value, entry.step_key)
+                for entry in instance.all_logs(run.run_id)
+                if entry.dagster_event is not None
+            ]
+            first = stamps[0][0]
+            result["timeline"] = [
+                (round(t - first, 2), kind, step) for t, kind, step in stamps if "STEP" in kind or "RUN" in kind
+            ]
+            landing_meta = [
+                m.metadata
+                for e in run.all_events
+                if e.event_type_value == "ASSET_MATERIALIZATION"
+                for m in [e.event_specific_data.materialization]  # type: ignore[union-attr]
+                if m.asset_key == landing_key(ORDERS)
+            ]
+            if landing_meta:
+                result["api_calls"] = int(landing_meta[0]["api_calls"].value)
+    finally:
+        drop_database(job["pg_url"], dagster_db)
     with psycopg.connect(job["pg_url"]) as conn:
         result["stored"] = conn.execute(
             "SELECT count(*) FROM rutter.orders WHERE connection_id = %s", (job["connection_id"],)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from rutter_pipeline_tests.fixtures.processes import kill_leftovers
@@ -72,3 +73,36 @@ def test_the_embedded_server_it_starts_is_stopped_when_it_ends() -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads(proc.stdout.strip().splitlines()[-1])["raw_copy_orders_per_s"] > 0
         assert kill_leftovers(tmp) == []
+
+
+def test_the_project_phase_drops_its_dagster_database_when_the_run_cannot_start(pg_url: str) -> None:
+    """The phase keeps Dagster's storage in a database of its own on the server under test.
+
+    With ``--pg-url`` that server outlives the benchmark, so the database must go however the phase
+    ends. Here the range is not a date, which fails after the database and the instance exist.
+    """
+    job = {
+        "phase": "project",
+        "base_url": "http://127.0.0.1:9/versioned",  # never reached: the run fails before fetching
+        "client_id": "bench",
+        "client_secret": "bench-secret",
+        "pg_url": pg_url,
+        "history_start": "2025-01-01",
+        "connection_id": "conn-bench-cleanup",
+        "access_token": "token-bench-cleanup",
+        "first_day": "not-a-date",
+        "last_day": "2025-01-02",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/ingest_phases.py", json.dumps(job)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    assert "not-a-date" in stderr, stderr[-3000:]
+    with psycopg.connect(pg_url) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname = %s", (f"bench_dagster_{proc.pid}",))
+        assert left.fetchall() == []
