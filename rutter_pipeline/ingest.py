@@ -67,10 +67,10 @@ def _collector_paced() -> Iterator[Callable[[], None]]:
     lists, 2,796 of them tracked by the collector, alive until its records are landed and all
     acyclic, so only reference counting ever frees them. The collector, left to its thresholds,
     walks them again and again: a young collection every 700 new tracked containers, and a full
-    one whenever the survivors grow by a quarter. Measured on 210k orders outside Dagster, ``orjson.loads`` of
-    the pages spent 6.4-6.9 s with the collector on and 2.3-2.4 s with it paced, the landing
-    12.5-13.3 s against 10.5-11.0 s; through Dagster the landing step took 12.8 and 11.9 s against
-    13.8 and 12.9 s (benchmarks/RESULTS.md). So:
+    one whenever the survivors grow by a quarter. Measured on 210k orders outside Dagster,
+    ``orjson.loads`` of the pages spent 6.4-6.9 s with the collector on and 2.3-2.4 s with it
+    paced, the landing 12.5-13.3 s against 10.5-11.0 s; through Dagster the landing step took 12.8
+    and 11.9 s against 13.8 and 12.9 s (benchmarks/RESULTS.md). So:
 
     * the objects that existed before the landing (in a Dagster run worker, the loaded definitions
       and instance) are frozen, out of every collection until it ends;
