@@ -12,6 +12,9 @@ transaction against a temporary *stage* table holding one typed row per record k
 5. ``delete_missing_children`` / ``delete_missing``: remove the partition's rows the source no
    longer has (full merges only; children first so that their count is known). A first load, whose
    range held no rows before the upsert (``range_has_rows``), has nothing to remove and skips them.
+
+A first load has a shorter way: ``insert_landed`` and each child's ``insert_landed`` write the
+landed records straight into the typed tables, with no stage (see Loader._insert_landed).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from rutter_pipeline.warehouse.sqltext import columns_list, ident
 # empty object returns the record decompressed, and OFFSET 0 keeps the subquery from being
 # flattened, so each record is decompressed once per merge.
 DETOASTED = "('{}'::jsonb || record)"
+# The landing rows of a merge's days.
+LANDED_DAYS = "connection_id = %(connection_id)s AND partition_date BETWEEN %(start)s AND %(end)s"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class ChildStatements:
     delete_rewritten: str
     insert: str
     delete_missing: str
+    insert_landed: str
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,18 @@ class MergeStatements:
     drop_stage: str
     stage_summary: str
     first_watermark: str | None
+    insert_landed: str
 
 
 def _child_field_column(child: ChildSpec) -> str:
     return ident(f"_c_{child.field}")
+
+
+def _key_value(spec: EntitySpec, source: str) -> str:
+    """The record key of ``source``: its id, or the surrogate key of an entity whose ids may be null."""
+    if spec.nullable_id:
+        return surrogate_key(spec, source)
+    return typed_value(next(c for c in spec.columns if c.name == "id"), source)
 
 
 @cache
@@ -75,6 +89,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
     table = layout.entity_table(spec)
     key = layout.key_column(spec)
     stage = ident(f"_stage_{spec.table}")
+    landing = layout.landing_table(spec)
     written = ident(f"_written_{spec.table}")
     incoming = ident(f"_incoming_{spec.table}")
     tdef = entity_table_def(spec)
@@ -92,7 +107,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
         + ", ".join(f"{c} {stage_types[c]}" for c in stage_cols + child_cols)
         + ") WITH (toast_tuple_target = 8160) ON COMMIT DROP"
     ] + [f"ALTER TABLE {stage} ALTER COLUMN {c} SET STORAGE EXTERNAL" for c in [layout.EXTRA, *child_cols]]
-    select_exprs = [f"{surrogate_key(spec, 'src.record')} AS {key}"] if spec.nullable_id else []
+    select_exprs = [f"{_key_value(spec, 'src.record')} AS {key}"] if spec.nullable_id else []
     select_exprs += [f"{typed_value(c, 'src.record')} AS {ident(c.name)}" for c in spec.columns]
     select_exprs += [
         f"{extra_value(spec.columns, 'src.record', [ch.field for ch in spec.children])} AS {layout.EXTRA}",
@@ -151,6 +166,15 @@ def statements(spec: EntitySpec) -> MergeStatements:
         stage_summary = f"SELECT count(*), NULL::timestamptz FROM {stage}"
         first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
+    # The first-load path: the stage's expressions (less the child arrays), straight into the table.
+    version = f"{layout.VERSION_COLUMN}" if layout.has_version(spec.columns) else "NULL::timestamptz"
+    insert_landed = (
+        f"WITH w AS (INSERT INTO {table} ({columns_list(insert_cols)})\n"
+        f"SELECT %(connection_id)s, " + ",\n  ".join(select_exprs[: len(stage_cols)]) + ", now(), %(run_id)s\n"
+        f"FROM (SELECT partition_date, {DETOASTED} AS record FROM {landing} WHERE {LANDED_DAYS} OFFSET 0) AS src\n"
+        f"RETURNING {version} AS version)\n"
+        "SELECT count(*), max(version) FROM w"
+    )
     updated = [c for c in insert_cols if c not in ("connection_id", key)]
     upsert = (
         f"WITH w AS (INSERT INTO {table} AS t ({columns_list(insert_cols)})\n"
@@ -175,17 +199,14 @@ def statements(spec: EntitySpec) -> MergeStatements:
         f"AND t.{layout.LOADED_AT} < (SELECT b.landed_at FROM landing.batches b WHERE b.entity = %(entity)s "
         f"AND b.connection_id = t.connection_id AND b.partition_date = t.{layout.PARTITION_DATE})"
     )
-    children = tuple(_child_statements(spec, child, stage, written, missing) for child in spec.children)
+    children = tuple(_child_statements(spec, child, stage, written, missing, landing) for child in spec.children)
     return MergeStatements(
         key=key,
         stage=stage,
         written=written,
         create_stage=create_stage,
         create_written=f"CREATE TEMP TABLE {written} (key text, inserted boolean, day date) ON COMMIT DROP",
-        fill_from_landing=fill(
-            layout.landing_table(spec),
-            "connection_id = %(connection_id)s AND partition_date BETWEEN %(start)s AND %(end)s",
-        ),
+        fill_from_landing=fill(landing, LANDED_DAYS),
         fill_from_incoming=fill(incoming, "TRUE"),
         has_duplicates=has_duplicates,
         dedup=dedup,
@@ -203,23 +224,34 @@ def statements(spec: EntitySpec) -> MergeStatements:
         drop_stage=f"DROP TABLE {stage}, {written}",
         stage_summary=stage_summary,
         first_watermark=first_watermark,
+        insert_landed=insert_landed,
     )
 
 
-def _child_statements(spec: EntitySpec, child: ChildSpec, stage: str, written: str, missing: str) -> ChildStatements:
+def _child_statements(
+    spec: EntitySpec, child: ChildSpec, stage: str, written: str, missing: str, landing: str
+) -> ChildStatements:
     ctable = layout.child_table(child)
     parent = layout.entity_table(spec)
     key = layout.key_column(spec)
     pk = ident(child.parent_key)
     cols = ["connection_id", pk, *(c.name for c in child.columns), layout.EXTRA, layout.POSITION]
     exprs = [typed_value(c, "e.value") for c in child.columns]
+    values = ", ".join(exprs) + f", {extra_value(child.columns, 'e.value')}, e.ordinality"
+    elements = " WITH ORDINALITY AS e(value, ordinality)"
     insert = (
         f"INSERT INTO {ctable} ({columns_list(cols)})\n"
-        f"SELECT %(connection_id)s, s.{key}, " + ", ".join(exprs) + ", "
-        f"{extra_value(child.columns, 'e.value')}, e.ordinality\n"
+        f"SELECT %(connection_id)s, s.{key}, {values}\n"
         f"FROM {stage} s JOIN {written} w ON w.key = s.{key}\n"
-        f"CROSS JOIN LATERAL jsonb_array_elements(s.{_child_field_column(child)})"
-        " WITH ORDINALITY AS e(value, ordinality)"
+        f"CROSS JOIN LATERAL jsonb_array_elements(s.{_child_field_column(child)}){elements}"
+    )
+    # The first-load path reads two fields of each landed record, which costs less without
+    # DETOASTED (landed records are stored whole, in line; see ddl.landing_table_def).
+    insert_landed = (
+        f"INSERT INTO {ctable} ({columns_list(cols)})\n"
+        f"SELECT %(connection_id)s, {_key_value(spec, 'src.record')}, {values}\n"
+        f"FROM (SELECT record FROM {landing} WHERE {LANDED_DAYS}) AS src\n"
+        f"CROSS JOIN LATERAL jsonb_array_elements({child_array(child, 'src.record')}){elements}"
     )
     return ChildStatements(
         table=child.table,
@@ -234,4 +266,5 @@ def _child_statements(spec: EntitySpec, child: ChildSpec, stage: str, written: s
             f"DELETE FROM {ctable} c WHERE c.connection_id = %(connection_id)s "
             f"AND c.{pk} = ANY(ARRAY(SELECT t.{key} FROM {parent} t WHERE {missing}))"
         ),
+        insert_landed=insert_landed,
     )
