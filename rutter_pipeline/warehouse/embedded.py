@@ -34,6 +34,14 @@ def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
     itself. Measured on 210k orders through Dagster: merge step 23-27 s -> 21 s, raw COPY 10.8k ->
     12.7k orders/s (benchmarks/RESULTS.md). Shared buffers are an eighth of the RAM, at most 1 GB,
     so a laptop keeps its memory.
+
+    A merge of 200k orders writes about 1.2 GB of WAL. With the default ``max_wal_size`` of 1 GB
+    that started two checkpoints in the middle of it, after each of which every page touched again
+    is written to the WAL whole; and a new server, with no WAL files to recycle yet, wrote each new
+    16 MB file full of zeros before using it (``wal_init_zero``). With 4 GB and no zero-filling the
+    merge step went from 9.1-10.1 s to 6.6-6.7 s on a new server, each setting alone to 7.0 s (ninth
+    session, benchmarks/RESULTS.md). The WAL may then take up to 4 GB of disk during a long
+    backfill; zero-filling only reserves disk space early, it does not make a crash safer.
     """
     if ram_bytes is None:
         try:
@@ -41,7 +49,12 @@ def server_settings(ram_bytes: int | None = None) -> dict[str, str]:
         except (AttributeError, ValueError, OSError):  # not POSIX: PostgreSQL's default, 128 MB
             ram_bytes = 1 << 30
     shared_mb = max(128, min(1024, ram_bytes // 8 >> 20))
-    return {"shared_buffers": f"{shared_mb}MB", "wal_buffers": "64MB"}
+    return {
+        "shared_buffers": f"{shared_mb}MB",
+        "wal_buffers": "64MB",
+        "max_wal_size": "4GB",
+        "wal_init_zero": "off",
+    }
 
 
 def write_server_settings(pgdata: Path) -> bool:
