@@ -167,7 +167,7 @@ def statements(spec: EntitySpec) -> MergeStatements:
         first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
     # The first-load path: the stage's expressions (less the child arrays), straight into the table.
-    version = f"{layout.VERSION_COLUMN}" if layout.has_version(spec.columns) else "NULL::timestamptz"
+    version = layout.VERSION_COLUMN if layout.has_version(spec.columns) else "NULL::timestamptz"
     insert_landed = (
         f"WITH w AS (INSERT INTO {table} ({columns_list(insert_cols)})\n"
         f"SELECT %(connection_id)s, " + ",\n  ".join(select_exprs[: len(stage_cols)]) + ", now(), %(run_id)s\n"
