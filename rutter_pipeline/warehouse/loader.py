@@ -454,11 +454,11 @@ class Loader:
         every record, de-duplicated and sorted, then upserted) is work for nothing: the records go
         into ``rutter.<entity>`` and its child tables in one INSERT each, as the stage would have
         typed them. Measured on a landing of 210k orders, outside Dagster, alternating with the
-        staged merge: 5.8-6.0 s against 6.4-6.6 s, and ~1 s less PostgreSQL CPU (benchmarks/RESULTS.md,
-        ninth session). The unique keys still guard it: a record landed twice, or whose key is already stored
-        on a day outside the range (a customer dated by updated_at moves between days), makes the
-        INSERT fail, and the chunk is rolled back to its savepoint and merged through the stage,
-        which de-duplicates and updates.
+        staged merge: 5.8-6.0 s against 6.4-6.6 s, and ~1 s less PostgreSQL CPU
+        (benchmarks/RESULTS.md, ninth session). The unique keys still guard it: a record landed
+        twice, or whose key is already stored on a day outside the range (a customer dated by
+        updated_at moves between days), makes the INSERT fail, and the chunk is rolled back to its
+        savepoint and merged through the stage, which de-duplicates and updates.
         """
         conn.execute("SET LOCAL jit = off")  # see _stage
         try:

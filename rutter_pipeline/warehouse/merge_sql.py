@@ -107,15 +107,16 @@ def statements(spec: EntitySpec) -> MergeStatements:
         + ", ".join(f"{c} {stage_types[c]}" for c in stage_cols + child_cols)
         + ") WITH (toast_tuple_target = 8160) ON COMMIT DROP"
     ] + [f"ALTER TABLE {stage} ALTER COLUMN {c} SET STORAGE EXTERNAL" for c in [layout.EXTRA, *child_cols]]
-    select_exprs = [f"{_key_value(spec, 'src.record')} AS {key}"] if spec.nullable_id else []
-    select_exprs += [f"{typed_value(c, 'src.record')} AS {ident(c.name)}" for c in spec.columns]
-    select_exprs += [
+    # One expression per stage column: the typed row of the record in ``src``.
+    row_exprs = [f"{_key_value(spec, 'src.record')} AS {key}"] if spec.nullable_id else []
+    row_exprs += [f"{typed_value(c, 'src.record')} AS {ident(c.name)}" for c in spec.columns]
+    row_exprs += [
         f"{extra_value(spec.columns, 'src.record', [ch.field for ch in spec.children])} AS {layout.EXTRA}",
         f"src.partition_date AS {layout.PARTITION_DATE}",
         # jsonb's own 64-bit hash: no text rendering of the record (md5(record::text) is 3x slower)
         f"jsonb_hash_extended(src.record, 0) AS {layout.CONTENT_HASH}",
     ]
-    select_exprs += [f"{child_array(ch, 'src.record')} AS {_child_field_column(ch)}" for ch in spec.children]
+    select_exprs = row_exprs + [f"{child_array(ch, 'src.record')} AS {_child_field_column(ch)}" for ch in spec.children]
     newest = f"{layout.VERSION_COLUMN} DESC NULLS LAST, " if layout.has_version(spec.columns) else ""
 
     def fill(source: str, where: str) -> str:
@@ -166,11 +167,11 @@ def statements(spec: EntitySpec) -> MergeStatements:
         stage_summary = f"SELECT count(*), NULL::timestamptz FROM {stage}"
         first_watermark = None
     insert_cols = ["connection_id", *stage_cols, layout.LOADED_AT, layout.RUN_ID]
-    # The first-load path: the stage's expressions (less the child arrays), straight into the table.
+    # The first-load path: the stage's row expressions, straight into the table.
     version = layout.VERSION_COLUMN if layout.has_version(spec.columns) else "NULL::timestamptz"
     insert_landed = (
         f"WITH w AS (INSERT INTO {table} ({columns_list(insert_cols)})\n"
-        f"SELECT %(connection_id)s, " + ",\n  ".join(select_exprs[: len(stage_cols)]) + ", now(), %(run_id)s\n"
+        f"SELECT %(connection_id)s, " + ",\n  ".join(row_exprs) + ", now(), %(run_id)s\n"
         f"FROM (SELECT partition_date, {DETOASTED} AS record FROM {landing} WHERE {LANDED_DAYS} OFFSET 0) AS src\n"
         f"RETURNING {version} AS version)\n"
         "SELECT count(*), max(version) FROM w"
