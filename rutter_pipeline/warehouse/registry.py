@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +66,56 @@ class Connection:
         return self.state in LIVE_STATES
 
 
+@dataclass(frozen=True)
+class ConnectionRow:
+    """One connection of an onboarding file: what ``add_many`` registers (``platform`` None keeps the known one)."""
+
+    connection_id: str
+    access_token: str = field(repr=False)
+    platform: str | None = None
+
+
+@dataclass
+class ImportResult:
+    """Which ids ``add_many`` inserted, changed (token, platform, or back from removed) or left alone."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.added) + len(self.updated) + len(self.unchanged)
+
+
+class RegistryWriteError(RuntimeError):
+    """A registry write failed; carries the server's primary message only.
+
+    PostgreSQL's DETAIL of a constraint violation quotes the failing row, access token included, so
+    the original error is neither kept in the message nor chained.
+    """
+
+
+# An imported row changes the stored one only if it brings something new: a removed connection comes
+# back, the token differs, or a platform is given and differs. Otherwise the row is left untouched
+# (no updated_at bump, no event), which makes a re-import of the same file a no-op.
+_IMPORT_SQL = """
+INSERT INTO rutter.connections AS c (connection_id, access_token, platform, state, last_event_at)
+SELECT connection_id, access_token, platform, 'ready', now()
+FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(platforms)s::text[]) AS t(connection_id, access_token, platform)
+ON CONFLICT (connection_id) DO UPDATE SET
+    access_token = EXCLUDED.access_token,
+    platform = COALESCE(EXCLUDED.platform, c.platform),
+    state = CASE WHEN c.state = 'removed' THEN 'ready' ELSE c.state END,
+    updated_at = now(),
+    last_event_at = CASE WHEN c.state = 'removed' THEN now() ELSE c.last_event_at END
+WHERE c.state = 'removed'
+    OR c.access_token IS DISTINCT FROM EXCLUDED.access_token
+    OR (EXCLUDED.platform IS NOT NULL AND c.platform IS DISTINCT FROM EXCLUDED.platform)
+RETURNING c.connection_id, (c.xmax = 0) AS inserted
+"""
+
+
 def _check_state(state: str) -> None:
     if state not in STATES:
         raise ValueError(f"unknown connection state {state!r}; expected one of {', '.join(STATES)}")
@@ -117,6 +168,74 @@ class ConnectionRegistry:
                 self._record(conn, connection_id, from_state, state, cause)
         log.info("connection %s registered (state %s)", connection_id, state)
         return _connection(row)
+
+    def add_many(
+        self, rows: Sequence[ConnectionRow], *, cause: str = "imported", dry_run: bool = False
+    ) -> ImportResult:
+        """Register a whole onboarding file in one transaction, with three set-based statements.
+
+        New connections are inserted 'ready'; a changed token or platform updates the row; a removed
+        connection is live ('ready') again. Other states (pending, needs_update, disabled) are kept:
+        they come from Rutter's webhooks, and re-importing a file must not undo them. Each state change
+        gets one ``connection_events`` row with ``cause``, as ``add`` does. ``dry_run`` runs the same
+        statements and rolls back, so its counts are exactly what a real import would do.
+        """
+        ids = [r.connection_id for r in rows]
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"connection ids given more than once: {', '.join(duplicates)}")
+        missing = [r.connection_id for r in rows if not r.access_token]
+        if missing:
+            raise ValueError(f"connections without an access token: {', '.join(missing)}")
+        if not rows:
+            return ImportResult()
+        params = {
+            "ids": ids,
+            "tokens": [r.access_token for r in rows],
+            "platforms": [r.platform or None for r in rows],
+        }
+        try:
+            with self._transaction() as conn:
+                # Lock the known rows first: their state before the upsert decides the events, and no
+                # webhook may move them in between.
+                before = {
+                    r["connection_id"]: r["state"]
+                    for r in conn.execute(
+                        "SELECT connection_id, state FROM rutter.connections WHERE connection_id = ANY(%s) "
+                        "ORDER BY connection_id FOR UPDATE",
+                        (ids,),
+                    )
+                }
+                changed = {r["connection_id"]: r["inserted"] for r in conn.execute(_IMPORT_SQL, params)}
+                events = [(i, before.get(i)) for i in ids if changed.get(i) or before.get(i) == "removed"]
+                conn.execute(
+                    "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) "
+                    "SELECT connection_id, from_state, 'ready', %s "
+                    "FROM unnest(%s::text[], %s::text[]) AS t(connection_id, from_state)",
+                    (cause, [i for i, _ in events], [s for _, s in events]),
+                )
+                if dry_run:
+                    conn.rollback()
+        except psycopg.Error as exc:
+            primary = exc.diag.message_primary or type(exc).__name__
+            raise RegistryWriteError(f"importing {len(ids)} connections failed: {primary}") from None
+        result = ImportResult()
+        for i in ids:
+            if i not in changed:
+                result.unchanged.append(i)
+            elif changed[i]:
+                result.added.append(i)
+            else:
+                result.updated.append(i)
+        log.info(
+            "%s %d connections: %d added, %d updated, %d unchanged",
+            "dry run of importing" if dry_run else "imported",
+            len(ids),
+            len(result.added),
+            len(result.updated),
+            len(result.unchanged),
+        )
+        return result
 
     def get(self, connection_id: str) -> Connection:
         with self._transaction() as conn:
