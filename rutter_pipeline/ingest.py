@@ -105,6 +105,8 @@ class LandingOutcome:
     rejected: int = 0
     seconds: float = 0.0
     records_by_day: Counter[str] = field(default_factory=Counter)
+    # Rejects per day, for rutter.load_log; rejects whose day cannot be told are in no day.
+    rejected_by_day: Counter[date] = field(default_factory=Counter)
 
 
 def land_scope(
@@ -165,6 +167,7 @@ def land_scope(
         )
     # The loader reads each record's day anyway: its counts spare a second pass over the records.
     outcome.records_by_day.update({day.isoformat(): n for day, n in landed.per_date.items() if n})
+    outcome.rejected_by_day.update(day for day, _, _ in rejects if day is not None)
     if outcome.report is None:  # no records in the scope: an empty batch passes
         outcome.report = validate_records(spec, [], tolerance=tolerance)
     # Always called: it also clears the scope's rejects of an earlier run that are no longer rejects.
