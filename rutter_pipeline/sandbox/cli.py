@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, default=3, help="demo connections, ready at start")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--orders-per-day", type=int, default=40)
+    parser.add_argument("--uniform", action="store_true",
+                        help="every connection gets exactly --orders-per-day (default: a demo mix of sizes, "
+                             "one in five a 3,000-orders-a-day merchant)")
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--webhook-url", default=None)
     parser.add_argument("--now", default=None, help="simulated start time, ISO 8601 UTC (default: real now)")
@@ -47,7 +50,7 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
     config = SandboxConfig(client_id=args.client_id, client_secret=args.client_secret, seed=args.seed,
                            connections=args.connections, orders_per_day=args.orders_per_day,
-                           history_days=args.history_days, now=now, webhook_url=args.webhook_url,
+                           history_days=args.history_days, uniform=args.uniform, now=now, webhook_url=args.webhook_url,
                            rate_limit_per_10s=args.rate_limit, prewarm=not args.no_prewarm)
     config.faults.rate_429, config.faults.rate_5xx = args.fault_429, args.fault_5xx
     config.faults.delay_seconds = args.fault_delay

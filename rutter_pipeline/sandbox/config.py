@@ -42,6 +42,7 @@ class SandboxConfig:
     client_secret: str = field(default="demo-secret", repr=False)
     seed: int = 1
     connections: int = 0  # demo connections created ready at start (varied sizes/platforms)
+    uniform: bool = False  # every start-up connection gets exactly ``orders_per_day`` (no demo mix, no big one)
     orders_per_day: int = 40  # typical size for demo connections (they vary around it; one big one)
     history_days: int = 30
     now: datetime | None = None  # UTC; None = real now at start

@@ -39,6 +39,15 @@ class SandboxControl:
                 "batch_minutes": batch_minutes, "seed": seed}
         return self._call("POST", "/connections", json=body)
 
+    def create_connections(self, count: int, *, platform: str = "SHOPIFY", orders_per_day: float = 40,
+                           history_days: int = 30, ready: bool = True, initial_sync_minutes: float = 30,
+                           seed: int | None = None) -> list[dict]:
+        """``count`` connections alike in one request (their data differ); their summaries in order."""
+        body = {"count": count, "platform": platform, "orders_per_day": orders_per_day,
+                "history_days": history_days, "ready": ready, "initial_sync_minutes": initial_sync_minutes,
+                "seed": seed}
+        return self._call("POST", "/connections", json=body, timeout=600)
+
     def list_connections(self) -> list[dict]:
         return self._call("GET", "/connections")
 

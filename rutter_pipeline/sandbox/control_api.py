@@ -22,6 +22,7 @@ from rutter_pipeline.sandbox.timefmt import day_number, iso_ms
 
 CREATE_OPTIONS = {"platform", "orders_per_day", "history_days", "ready", "initial_sync_minutes", "batches",
                   "batch_minutes", "seed"}
+MAX_BULK = 100_000  # connections one create request may make (``count``)
 
 
 def _json(doc: object, status: int = 200) -> Response:
@@ -83,11 +84,28 @@ class ControlApi:
     def list_connections(self, request: Request, body: dict) -> list[dict]:
         return [c.control_summary(self.sb.now_ms) for c in self.sb.connections.values()]
 
-    def create_connection(self, request: Request, body: dict) -> dict:
+    def create_connection(self, request: Request, body: dict) -> dict | list[dict]:
+        """One connection (its summary), or with ``count`` that many alike in one request (a list).
+
+        Creating a connection generates none of its data (days are made when first read), so a
+        thousand take one request and a fraction of a second. ``seed`` with ``count`` is a base: the
+        connections get ``seed``, ``seed + 1``, ... so that their data differ.
+        """
+        body = dict(body)
+        count = body.pop("count", None)
         unknown = set(body) - CREATE_OPTIONS
         if unknown:
-            raise SandboxError(f"unknown options {sorted(unknown)}; known: {sorted(CREATE_OPTIONS)}")
-        return self.sb.create_connection(**body).control_summary(self.sb.now_ms)
+            raise SandboxError(f"unknown options {sorted(unknown)}; known: {sorted(CREATE_OPTIONS | {'count'})}")
+        if count is None:
+            return self.sb.create_connection(**body).control_summary(self.sb.now_ms)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_BULK:
+            raise SandboxError(f"count must be an integer from 1 to {MAX_BULK}")
+        seed = body.pop("seed", None)
+        made = []
+        for i in range(count):
+            one_seed = None if seed is None else (seed + i if isinstance(seed, int) else f"{seed}:{i}")
+            made.append(self.sb.create_connection(**body, seed=one_seed).control_summary(self.sb.now_ms))
+        return made
 
     def action(self, request: Request, body: dict) -> dict:
         conn = self.sb.action(request.path_params["connection_id"], request.path_params["action"])

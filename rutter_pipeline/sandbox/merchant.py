@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rutter_pipeline.sandbox.customers import MAX_UPDATE_DAYS, MEAN_REPEATS, CustomerDay, make_customer_day
+from rutter_pipeline.sandbox.gcpolicy import generating
 from rutter_pipeline.sandbox.ids import IdCodec
 from rutter_pipeline.sandbox.lru import WeightedLRU
 from rutter_pipeline.sandbox.orders import CURRENCIES, OrderDay, make_order_day
@@ -53,6 +54,14 @@ class MerchantProfile:
     currency: str
 
 
+class Catalog:
+    """A merchant's variants in creation order; ``lengths[i]``: how many exist after day ``first_day + i``."""
+
+    def __init__(self) -> None:
+        self.variants: list[VariantRef] = []
+        self.lengths: list[int] = []
+
+
 class Merchant:
     """The generated world of one connection. Single-threaded: used from the server's event loop."""
 
@@ -68,8 +77,6 @@ class Merchant:
         self.codec = IdCodec(profile.seed)
         self.decimals = CURRENCIES[profile.currency][0]
         self.domain = f"{profile.connection_id[:8]}.shop.example.com"
-        self._variants: list[VariantRef] = []
-        self._catalog_len: list[int] = []  # variants available after day first_day + i
         self._new_customer_means: list[float] = []
         mdec, mrate = CURRENCIES[profile.currency]
         # minor units of the merchant currency -> minor units of each order currency
@@ -111,17 +118,22 @@ class Merchant:
                                       lambda: make_product_day(self, day)[0], len)
 
     def variants_for(self, day: int) -> tuple[list[VariantRef], int]:
-        """The catalogue an order of ``day`` may reference: products created before that day."""
+        """The catalogue an order of ``day`` may reference: products created before that day.
+
+        The catalogue lives in the shared cache like a day (weighed by its variants), not on the
+        merchant: a thousand connections with two years of history each would otherwise hold every
+        variant of every store for good. Building it generates the product-days but does not cache
+        them (one entry per day of history per connection would push out the days clients read).
+        """
         upto = max(self.p.first_day, day - 1)
-        while len(self._catalog_len) <= upto - self.p.first_day:
-            d = self.p.first_day + len(self._catalog_len)
-            key = (self.p.connection_id, "products", d)
-            made = make_product_day(self, d)
-            if self.cache.peek(key) is None:
-                self.cache.get_or_make(key, lambda made=made: made[0], len)
-            self._variants.extend(made[1])
-            self._catalog_len.append(len(self._variants))
-        return self._variants, self._catalog_len[upto - self.p.first_day]
+        catalog = self.cache.get_or_make((self.p.connection_id, "catalog"), Catalog,
+                                         lambda c: 1 + (upto - self.p.first_day) // 8)
+        with generating():  # see gcpolicy
+            while len(catalog.lengths) <= upto - self.p.first_day:
+                d = self.p.first_day + len(catalog.lengths)
+                catalog.variants.extend(make_product_day(self, d)[1])
+                catalog.lengths.append(len(catalog.variants))
+        return catalog.variants, catalog.lengths[upto - self.p.first_day]
 
     def customer_day(self, day: int) -> CustomerDay:
         if day < self.p.first_day:

@@ -71,7 +71,12 @@ class Sandbox:
 
     # connections --------------------------------------------------------------------------------
     def _demo_profile(self, i: int) -> dict:
+        """The start-up connections: a mix of sizes and platforms with one big merchant in five, or
+        (``uniform``, for many-connection runs) all ``orders_per_day``, platforms still rotating."""
         base = self.config.orders_per_day
+        if self.config.uniform:
+            return {"platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)], "orders_per_day": base,
+                    "history_days": self.config.history_days, "ready": True}
         sizes = (base, max(2, base // 10), BIG_MERCHANT_ORDERS_PER_DAY, base * 2, max(3, base // 2))
         return {"platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)], "orders_per_day": sizes[i % len(sizes)],
                 "history_days": self.config.history_days, "ready": True}
