@@ -5,7 +5,7 @@ project's own ``dagster.yaml`` (PostgreSQL storage, queued runs, one run at a ti
 a real ``dagster-daemon`` (backfill daemon, run queue, sensors), and a backfill of ``landing/orders``
 + ``warehouse/orders`` over every day of one connection, launched with the GraphQL mutation the UI's
 "Launch backfill" button sends. Dagster cuts it into range runs under the assets' BackfillPolicy
-(``RUTTER_BACKFILL_DAYS_PER_RUN`` days each), and each run is a process of its own.
+(``RUTTER_BACKFILL_MONTHS_PER_RUN`` months each), and each run is a process of its own.
 
 The clock starts when the backfill is launched and stops when its last run has finished; the
 warehouse's row count is then checked against what the sandbox served.
@@ -175,7 +175,7 @@ def run_backfill(connection_id: str, access_token: str, first_day, last_day, tim
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster_graphql.test.utils import execute_dagster_graphql
 
-    from rutter_pipeline.defs.partitions import partition_key
+    from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, partition_key
     from rutter_pipeline.warehouse.migrations import migrate
     from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
@@ -210,7 +210,10 @@ def run_backfill(connection_id: str, access_token: str, first_day, last_day, tim
             {
                 "p": {
                     "assetSelection": [{"path": ["landing", "orders"]}, {"path": ["warehouse", "orders"]}],
-                    "partitionNames": [str(partition_key(connection_id, d)) for d in days],
+                    # The months holding the days, narrowed to exactly those days by the rutter/days tag
+                    # (the backfill's tags go on each of its runs).
+                    "partitionNames": sorted({str(partition_key(connection_id, d)) for d in days}),
+                    "tags": [{"key": DAYS_TAG, "value": f"{first_day.isoformat()}..{last_day.isoformat()}"}],
                 }
             },
         ).data["launchPartitionBackfill"]
@@ -233,6 +236,7 @@ def run_backfill(connection_id: str, access_token: str, first_day, last_day, tim
     for run in sorted(runs, key=lambda r: r.tags.get("dagster/asset_partition_range_start", "")):
         stats = instance.get_run_stats(run.run_id)
         first, last = (date_of(run.tags[f"dagster/asset_partition_range_{end}"]) for end in ("start", "end"))
+        first, last = max(first, first_day), min(month_end(last), last_day)
         out.append(
             {
                 "range": f"{first} .. {last}",

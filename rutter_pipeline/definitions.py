@@ -4,7 +4,7 @@ import warnings
 
 import dagster as dg
 
-from rutter_pipeline.defs.incremental import incremental_sync_job
+from rutter_pipeline.defs.batches import daily_load_job, incremental_sync_job
 from rutter_pipeline.defs.ingest import build_entity_assets
 from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.marts import build_mart_assets, marts_automation_sensor
@@ -27,7 +27,7 @@ def build_definitions() -> dg.Definitions:
     partitions_def = ingest_partitions()
     return dg.Definitions(
         assets=[*build_entity_assets(partitions_def), *build_mart_assets(partitions_def)],
-        jobs=[ingest_job, incremental_sync_job],
+        jobs=[ingest_job, daily_load_job, incremental_sync_job],
         schedules=[daily_ingest_schedule, incremental_sync_schedule],
         sensors=[
             connection_lifecycle_sensor,

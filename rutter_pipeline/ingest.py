@@ -9,6 +9,7 @@ loader COPYs its valid records, and the page is dropped, so memory stays flat ho
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -80,17 +81,30 @@ def _collector_paced() -> Iterator[Callable[[], None]]:
       validation. Switching the collector off without that (an earlier try) let those cycles pile
       up: 701 MB peak instead of ~400 on 210k orders.
 
-    The collector's state is process-wide: it is restored as found when the landing ends.
+    The collector's state is process-wide: it is restored as found when the last of the landings
+    running at once in the process (a batched run lands several connections on threads) ends.
     """
-    enabled = gc.isenabled()
-    gc.freeze()
-    gc.disable()
+    global _paced_landings, _collector_was_enabled
+    with _pacing_lock:
+        if _paced_landings == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.freeze()
+            gc.disable()
+        _paced_landings += 1
     try:
         yield lambda: gc.collect(1)
     finally:
-        if enabled:
-            gc.enable()
-        gc.unfreeze()
+        with _pacing_lock:
+            _paced_landings -= 1
+            if _paced_landings == 0:
+                if _collector_was_enabled:
+                    gc.enable()
+                gc.unfreeze()
+
+
+_pacing_lock = threading.Lock()
+_paced_landings = 0
+_collector_was_enabled = True
 
 
 @dataclass

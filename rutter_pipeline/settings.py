@@ -76,6 +76,12 @@ class Settings:
     reject_tolerance: float = 0.0
     # Connections a range merge uses at once (Loader.merge): 1 makes every range merge one transaction.
     merge_workers: int = 2
+    # Connections one batched run handles (daily loads, incremental syncs), and how many of them it
+    # works on at once (threads sharing the process's client and rate limiter).
+    batch_size: int = 50
+    batch_workers: int = 8
+    # Months of one connection per backfill range run (a UI backfill or a sensor's history backfill).
+    backfill_months_per_run: int = 6
     sentry_dsn: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -103,6 +109,9 @@ class Settings:
             incremental_lag_minutes=_int_env(env, "RUTTER_INCREMENTAL_LAG_MINUTES", 15),
             reject_tolerance=_fraction_env(env, "RUTTER_REJECT_TOLERANCE", 0.0),
             merge_workers=_int_env(env, "RUTTER_MERGE_WORKERS", 2),
+            batch_size=_int_env(env, "RUTTER_BATCH_SIZE", 50),
+            batch_workers=_int_env(env, "RUTTER_BATCH_WORKERS", 8),
+            backfill_months_per_run=_int_env(env, "RUTTER_BACKFILL_MONTHS_PER_RUN", 6),
             sentry_dsn=env.get("SENTRY_DSN") or None,
         )
 

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_backfill_runs_in_range_runs_and_loads_every_order(pg_server_url: str) -> None:
-    command = [sys.executable, "benchmarks/bench_backfill.py", "--days", "5", "--orders-per-day", "60"]
-    env = {**os.environ, "RUTTER_BACKFILL_DAYS_PER_RUN": "2"}
+    # 2025-11-26 .. 2026-01-14: three months, one per run
+    command = [sys.executable, "benchmarks/bench_backfill.py", "--days", "50", "--orders-per-day", "20"]
+    env = {**os.environ, "RUTTER_BACKFILL_MONTHS_PER_RUN": "1"}
     proc = subprocess.run(
         [*command, "--pg-url", pg_server_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
     )

@@ -1,41 +1,55 @@
-"""Backfills a sensor can launch: range runs of ``ingest_job`` over one connection's days.
+"""Backfills a sensor can launch: range runs of ``ingest_job`` over one connection's months.
 
-Dagster 1.13 has no public API for a sensor to launch a backfill (DESIGN §6), so a sensor asks for
-one run per chunk of days, each a single-run range (public ``dagster/asset_partition_range_*`` tags):
-the same few range runs a UI backfill makes under the assets' BackfillPolicy, with run keys that make
-a repeated request harmless.
+Dagster 1.13 has no public API for a sensor to launch a backfill, so a sensor asks for one run per
+chunk of months, each a single-run range (public ``dagster/asset_partition_range_*`` tags): the
+same few range runs a UI backfill makes under the assets' BackfillPolicy, with run keys that make a
+repeated request harmless. A range that starts or ends inside a month carries the ``rutter/days``
+tag, so the run loads exactly those days.
 """
 
 from datetime import date, timedelta
 
 import dagster as dg
 
-from rutter_pipeline.defs.ingest import BACKFILL_DAYS_PER_RUN
-from rutter_pipeline.defs.partitions import range_tags
+from rutter_pipeline.defs.partitions import month_end, range_tags
+from rutter_pipeline.settings import Settings
 
 
-def day_chunks(start: date, end: date, size: int = BACKFILL_DAYS_PER_RUN) -> list[tuple[date, date]]:
-    """[start, end] cut into consecutive chunks of at most ``size`` days (newest last)."""
+def month_chunks(start: date, end: date, months: int) -> list[tuple[date, date]]:
+    """[start, end] cut at month boundaries into chunks of at most ``months`` months (oldest first)."""
     chunks = []
     day = start
     while day <= end:
-        last = min(end, day + timedelta(days=size - 1))
+        last = day
+        for _ in range(months - 1):
+            following = month_end(last) + timedelta(days=1)
+            if following > end:
+                break
+            last = following
+        last = min(end, month_end(last))
         chunks.append((day, last))
         day = last + timedelta(days=1)
     return chunks
 
 
 def range_run_requests(
-    connection_id: str, start: date, end: date, *, reason: str, key: str, newest_first: bool = True
+    connection_id: str,
+    start: date,
+    end: date,
+    *,
+    reason: str,
+    key: str,
+    months_per_run: int | None = None,
+    newest_first: bool = True,
 ) -> list[dg.RunRequest]:
     """Range runs of ``ingest_job`` covering [start, end] for one connection.
 
     ``key`` identifies the cause (e.g. the webhook event id) so the same cause never launches twice.
-    Newest days first: an underwriter wants the recent months before the old ones.
+    Newest months first: an underwriter wants the recent months before the old ones.
     """
     if end < start:
         return []
-    chunks = day_chunks(start, end)
+    chunks = month_chunks(start, end, months_per_run or Settings.from_env().backfill_months_per_run)
     if newest_first:
         chunks.reverse()
     return [

@@ -1,33 +1,39 @@
 """The per-entity asset factory: ``landing/<entity>`` (+ blocking check) and ``warehouse/<entity>``.
 
 One factory builds the assets of every entity from the entity table and takes the partitions
-definition as a parameter, so a different partition shape (DESIGN §6) is a change to the wiring
-only. The asset bodies hand a list of ``Scope``s to ``rutter_pipeline.ingest``.
+definition as a parameter, so the partition shape (``defs/partitions.py``) is a change to the wiring
+only. The asset bodies hand a list of ``Scope``s to ``rutter_pipeline.ingest``. These assets serve
+the runs a data engineer starts (a month re-run, a connection's history backfill from the UI) and
+the sensors' history backfills; daily loads and incremental syncs of many connections run as
+batches (``defs/batches.py``) and report into the same partitions.
 """
-
-import os
 
 import dagster as dg
 
-from rutter_pipeline.defs.partitions import scopes_for
+from rutter_pipeline.batch import gate_summary
+from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
-from rutter_pipeline.ingest import land_scope
+from rutter_pipeline.ingest import Scope, land_scope
 from rutter_pipeline.settings import Settings
+from rutter_pipeline.warehouse import load_log
 
 GROUP = "rutter"
-# A backfill of one connection over months runs as a few range runs, not one process per day:
-# Dagster's per-run overhead is seconds (DESIGN §5.6); memory is flat per run. 183 days per run:
-# 90 days = 1 run, a year = 2, and a failure re-does half a year at most. Sensor-requested runs of
-# one connection never overlap (the rutter/connection tag limit); a UI backfill's runs may, and then
-# one's landing overlaps another's merge (merges of one connection and entity serialize on an
-# advisory lock in Loader.merge). Measured on a year of 1M orders launched as a UI backfill
-# (benchmarks/bench_backfill.py, 2 cores): 6 runs of 62 days took 156-161 s, 2 runs of 183 days
-# 137.7 s, one run of 365 days 137.5 s: each run pays its process, code load and events, and more
-# runs at once than cores only contend.
-BACKFILL_DAYS_PER_RUN = int(os.environ.get("RUTTER_BACKFILL_DAYS_PER_RUN") or 183)
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_DAYS_PER_RUN)
+# A backfill of one connection's history runs as a few range runs, not one process per month:
+# Dagster's per-run overhead is seconds, memory is flat per run. Six months per run (about the 183
+# days measured best on a year of 1M orders, benchmarks/RESULTS.md): two years are four or five runs,
+# and a failure re-does half a year at most. Sensor-requested runs of one connection never overlap
+# (the rutter/connection tag limit); a UI backfill's runs may, and then merges of one connection and
+# entity serialize on an advisory lock in Loader.merge.
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=Settings.from_env().backfill_months_per_run)
 RUTTER_POOL = "rutter_api"
+
+
+def run_scopes(context: dg.AssetExecutionContext, settings: Settings) -> list[Scope]:
+    """The scopes of a run: its partitions' days, narrowed by a ``rutter/days`` tag when it has one."""
+    return scopes_for(
+        context.partition_keys, history_start=settings.history_start, days=parse_days(context.run.tags.get(DAYS_TAG))
+    )
 
 
 def landing_key(spec: EntitySpec) -> dg.AssetKey:
@@ -40,6 +46,10 @@ def warehouse_key(spec: EntitySpec) -> dg.AssetKey:
 
 def schema_check_name(spec: EntitySpec) -> str:
     return f"{spec.name}_schema"
+
+
+def loaded_check_name(spec: EntitySpec) -> str:
+    return f"{spec.name}_loaded"
 
 
 def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -77,7 +87,7 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
         registry = warehouse.registry()
         before = client.stats.snapshot()
         outcomes = []
-        for scope in scopes_for(context.partition_keys):
+        for scope in run_scopes(context, settings):
             token = registry.access_token(scope.connection_id)
             outcome = land_scope(
                 client, loader, spec, scope, token, context.run.run_id, tolerance=settings.reject_tolerance
@@ -87,7 +97,15 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
                 spec.name, scope, outcome.records, outcome.pages, outcome.landed, outcome.rejected,
                 outcome.seconds,
             )
+            if outcome.report is not None and not outcome.report.passed:
+                load_log.mark(loader.url, scope.connection_id, spec.name, scope.start, scope.end, context.run.run_id,
+                              status="held", error=gate_summary(outcome.report))  # fmt: skip
             outcomes.append(outcome)
+        if not outcomes:  # the run's days fall outside the history: nothing to fetch
+            return dg.MaterializeResult(
+                metadata={"records": 0, "scopes": []},
+                check_results=[dg.AssetCheckResult(check_name=schema_check_name(spec), passed=True)],
+            )
         report = outcomes[0].report
         for outcome in outcomes[1:]:
             report = report.merge(outcome.report)
@@ -117,7 +135,7 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
                            for k, v in check_metadata.items()},
                         "failure_cases": dg.MetadataValue.json(report.failure_cases()),
                     },
-                    description=None if report.passed else _failure_summary(report),
+                    description=None if report.passed else gate_summary(report),
                 )
             ],
         )
@@ -125,15 +143,16 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
     return landing
 
 
-def _failure_summary(report) -> str:
-    parts = [f"{f['field']}: {f['kind']}" for f in report.schema_failures]
-    if report.rejects:
-        parts.append(f"{len(report.rejects)} of {report.total} records rejected (tolerance {report.tolerance})")
-    return "; ".join(parts)
-
-
 def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     tables = ", ".join(f"rutter.{t}" for t in (spec.table, *(c.table for c in spec.children)))
+    loaded = dg.AssetCheckSpec(
+        loaded_check_name(spec),
+        asset=warehouse_key(spec),
+        description=(
+            f"the partition's latest load reached rutter.{spec.table}; fails for a connection whose fetch or "
+            "merge failed inside a batched run (its days are 'failed' in rutter.load_log)."
+        ),
+    )
 
     @dg.asset(
         key=warehouse_key(spec),
@@ -142,6 +161,7 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
         group_name=GROUP,
         kinds={"postgres"},
         backfill_policy=BACKFILL_POLICY,
+        check_specs=[loaded],
         description=(
             f"Merges the partition's landing rows into {tables} in one transaction: newer updated_at wins, "
             "rows Rutter no longer returns are removed."
@@ -150,8 +170,10 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
     def warehouse_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         loader = warehouse.loader()
         totals: dict[str, int] = {}
-        for scope in scopes_for(context.partition_keys):
-            stats = loader.merge(spec, scope.connection_id, scope.start, scope.end, context.run.run_id)
+        for scope in run_scopes(context, Settings.from_env()):
+            run_id = context.run.run_id
+            stats = loader.merge(spec, scope.connection_id, scope.start, scope.end, run_id)
+            load_log.record_merged(loader.url, spec.name, scope.connection_id, scope.start, scope.end, run_id)
             context.log.info("%s %s merged: %s", spec.name, scope, stats)
             counts = {
                 "inserted": stats.inserted,
@@ -164,7 +186,10 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
             }
             for name, value in counts.items():
                 totals[name] = totals.get(name, 0) + value
-        return dg.MaterializeResult(metadata=totals)
+        return dg.MaterializeResult(
+            metadata=totals,
+            check_results=[dg.AssetCheckResult(check_name=loaded_check_name(spec), passed=True)],
+        )
 
     return warehouse_asset
 

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
-from rutter_pipeline.defs.ingest import BACKFILL_POLICY, warehouse_key
-from rutter_pipeline.defs.partitions import scopes_for
+from rutter_pipeline.defs.ingest import BACKFILL_POLICY, run_scopes, warehouse_key
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.entities import ORDERS
+from rutter_pipeline.settings import Settings
+
+DAILY_SALES = dg.AssetKey(["marts", "daily_sales"])
 
 # Refresh when the orders it reads change, but never on top of a partition whose schema check failed
 # (blocking checks gate only the same run; a later automation run must ask for it: DESIGN §6).
@@ -18,7 +20,7 @@ MART_AUTOMATION = (
 
 def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        key=dg.AssetKey(["marts", "daily_sales"]),
+        key=DAILY_SALES,
         deps=[warehouse_key(ORDERS)],
         partitions_def=partitions_def,
         group_name="marts",
@@ -34,7 +36,7 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
     def daily_sales(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         loader = warehouse.loader()
         rows = 0
-        for scope in scopes_for(context.partition_keys):
+        for scope in run_scopes(context, Settings.from_env()):
             rows += loader.refresh_daily_sales(scope.connection_id, scope.start, scope.end)
         return dg.MaterializeResult(metadata={"rows": rows})
 

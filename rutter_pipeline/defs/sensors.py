@@ -15,19 +15,28 @@ import dagster as dg
 
 from rutter_pipeline.alerts import send_alert
 from rutter_pipeline.defs.backfills import range_run_requests
-from rutter_pipeline.defs.incremental import LIVE_STATES, incremental_run_config, incremental_sync_job
-from rutter_pipeline.defs.ingest import warehouse_key
+from rutter_pipeline.defs.batches import (
+    batch_key,
+    batch_tags,
+    batches,
+    daily_load_job,
+    incremental_run_config,
+    incremental_sync_job,
+)
 from rutter_pipeline.defs.jobs import ingest_job
-from rutter_pipeline.defs.partitions import CONNECTIONS, parse_key
+from rutter_pipeline.defs.partitions import CONNECTIONS
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.settings import Settings
-from rutter_pipeline.warehouse import inbox, lifecycle
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.warehouse import inbox, lifecycle, load_log
+from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry
 
 PAUSED_STATES = ("needs_update", "disabled")
 
 EVENTS_PER_TICK = 500
+# No tick asks for more runs than this: a burst of INITIAL_UPDATEs (a lender onboarding hundreds of
+# merchants) is worked off over a few ticks instead of flooding the run queue in one.
+MAX_RUNS_PER_TICK = 50
 DATA_PREFIXES = tuple(f"{spec.webhook_prefix}_" for spec in ENTITIES.values())
 # Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
 # longer than the max wait, before syncing a connection.
@@ -41,22 +50,17 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-def last_good_day(instance: dg.DagsterInstance, connection_id: str) -> date | None:
-    """The newest day of the connection whose warehouse/orders partition materialized."""
-    days = [
-        day
-        for key in instance.get_materialized_partitions(warehouse_key(ORDERS))
-        for conn, day in [parse_key(key)]
-        if conn == connection_id
-    ]
-    return max(days) if days else None
+def months_before(day: date, months: int) -> date:
+    """The same day ``months`` calendar months earlier (the 28th at most, so every month has it)."""
+    total = day.year * 12 + day.month - 1 - months
+    return date(total // 12, total % 12 + 1, min(day.day, 28))
 
 
-def gap_start_day(instance: dg.DagsterInstance, registry: ConnectionRegistry, connection_id: str) -> date | None:
+def gap_start_day(url: str, registry: ConnectionRegistry, connection_id: str) -> date | None:
     """First day that may miss records after a pause: the day the connection was paused (that day's
-    rows stop at the pause), or the day after the last loaded partition when that is earlier."""
+    rows stop at the pause), or the day after its last loaded day (rutter.load_log) when earlier."""
     days = []
-    last = last_good_day(instance, connection_id)
+    last = load_log.last_loaded_day(url, connection_id, ORDERS.name)
     if last:
         days.append(last + timedelta(days=1))
     pauses = [row["at"] for row in registry.history(connection_id) if row["to_state"] in PAUSED_STATES]
@@ -65,12 +69,29 @@ def gap_start_day(instance: dg.DagsterInstance, registry: ConnectionRegistry, co
     return min(days) if days else None
 
 
+def older_range(
+    detail: dict, history_start: date, today: date, first_with_records: date | None = None
+) -> tuple[date, date]:
+    """The days a HISTORICAL_UPDATE made readable: from its ``xMonthsAgo`` up to where what we hold
+    already reaches. That is the earlier of two safe bounds: the previous announcement's reach (for
+    the first one, the day the initial sync finished), and the day before the oldest loaded day
+    with records (older days were empty when loaded: not served yet, or truly empty)."""
+    months = lifecycle.announced_months(detail)
+    start = max(history_start, months_before(today, months)) if months else history_start
+    previous = int(detail.get("previous_months") or 0)
+    if previous:
+        end = months_before(today, previous)
+    elif detail.get("ready_on"):
+        end = date.fromisoformat(detail["ready_on"])
+    else:
+        end = today
+    if first_with_records:
+        end = min(end, first_with_records - timedelta(days=1))
+    return start, max(start, min(end, today))
+
+
 def decision_requests(
-    decision: lifecycle.Decision,
-    instance: dg.DagsterInstance,
-    registry: ConnectionRegistry,
-    settings: Settings,
-    key: str,
+    decision: lifecycle.Decision, url: str, registry: ConnectionRegistry, settings: Settings, key: str
 ) -> tuple[list[dg.RunRequest], list[str]]:
     """Run requests and new partition keys for one lifecycle decision."""
     conn = decision.connection_id
@@ -81,34 +102,21 @@ def decision_requests(
     if decision.kind == "backfill_history":
         return range_run_requests(conn, start, today, reason="history", key=key), []
     if decision.kind == "backfill_older":
-        months = max(
-            (int(item.get("xMonthsAgo") or 0) for item in decision.detail.get("entities_included_to_time_range", [])),
-            default=0,
-        )
-        older = max(start, today - timedelta(days=31 * months)) if months else start
-        return range_run_requests(conn, older, today, reason="historical", key=key), []
+        first = load_log.first_day_with_records(url, conn, ORDERS.name)
+        older, newest = older_range(decision.detail, start, today, first)
+        return range_run_requests(conn, older, newest, reason="historical", key=key), []
     if decision.kind == "resume_backfill_gap":
         # Records created while paused are in the gap; records of older days updated meanwhile come
         # with an incremental sync from the watermark.
-        gap_start = max(start, gap_start_day(instance, registry, conn) or start)
+        gap_start = max(start, gap_start_day(url, registry, conn) or start)
         catch_up = dg.RunRequest(
             job_name=incremental_sync_job.name,
             run_key=f"resume:{conn}:{key}",
-            run_config=incremental_run_config(conn),
+            run_config=incremental_run_config([conn]),
             tags={"rutter/connection": conn, "rutter/trigger": "resume"},
         )
         return [*range_run_requests(conn, gap_start, today, reason="gap", key=key), catch_up], []
     return [], []
-
-
-def _requests_for(decisions, instance, registry, settings, key) -> tuple[list[dg.RunRequest], list[str]]:
-    runs: list[dg.RunRequest] = []
-    partitions: list[str] = []
-    for decision in decisions:
-        new_runs, new_partitions = decision_requests(decision, instance, registry, settings, key)
-        runs += new_runs
-        partitions += [p for p in new_partitions if p not in partitions]
-    return runs, partitions
 
 
 def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: str) -> dg.SensorResult:
@@ -131,28 +139,32 @@ def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: s
 def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     settings = Settings.from_env()
     url = warehouse.resolved_url
+    registry = warehouse.registry()
     after = int(context.cursor or 0)
     events = inbox.read_events(url, after, limit=EVENTS_PER_TICK)
     if not events:
         return dg.SkipReason("no new webhook events")
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
+    cursor = after
     for event in events:
-        if event.code.startswith(DATA_PREFIXES):
-            continue  # data events are the data_webhook_sensor's
-        decisions = lifecycle.apply_event(url, event)
-        new_runs, new_partitions = _requests_for(
-            decisions, context.instance, warehouse.registry(), settings, f"event{event.id}"
-        )
-        runs += new_runs
-        partitions += new_partitions
-        for decision in decisions:
-            context.log.info("event %s %s -> %s %s", event.id, event.code, decision.kind, decision.connection_id)
-    return _result(runs, partitions, str(events[-1].id), context.instance, "lifecycle events changed nothing")
+        if not event.code.startswith(DATA_PREFIXES):  # data events are the data_webhook_sensor's
+            # A state change is committed with its event; the budget is checked before applying
+            # one, so the event that would overflow it waits for the next tick, unapplied.
+            if len(runs) >= MAX_RUNS_PER_TICK - 6:
+                break
+            decisions = lifecycle.apply_event(url, event)
+            for decision in decisions:
+                new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"event{event.id}")
+                runs += new_runs
+                partitions += [p for p in new_partitions if p not in partitions]
+                context.log.info("event %s %s -> %s %s", event.id, event.code, decision.kind, decision.connection_id)
+        cursor = event.id
+    return _result(runs, partitions, str(cursor), context.instance, "lifecycle events changed nothing")
 
 
 @dg.sensor(
-    jobs=[ingest_job, incremental_sync_job],
+    jobs=[ingest_job, incremental_sync_job, daily_load_job],
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
@@ -168,18 +180,18 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
     tick = str(int(time.time()))
+    known = {c.connection_id for c in registry.list()}
     for item in client.list_connections():
         connection_id, token = item.get("id"), item.get("access_token")
         if not connection_id or not token:
             continue
-        known = {c.connection_id for c in registry.list()}
         if connection_id not in known:
             registry.add(connection_id, token, platform=item.get("platform"), state="pending")
-        status = client.connection_status(registry.access_token(connection_id))
-        decisions = lifecycle.apply_status(url, connection_id, status)
-        new_runs, new_partitions = _requests_for(decisions, context.instance, registry, settings, f"poll{tick}")
-        runs += new_runs
-        partitions += new_partitions
+        status = client.connection_status(token)
+        for decision in lifecycle.apply_status(url, connection_id, status):
+            new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"poll{tick}")
+            runs += new_runs
+            partitions += [p for p in new_partitions if p not in partitions]
     return _result(runs, partitions, tick, context.instance, "no connection changed state")
 
 
@@ -210,22 +222,26 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     if events:
         state["after"] = events[-1].id
     live = {c.connection_id for c in warehouse.registry().list(states=LIVE_STATES)}
-    runs = []
+    due: dict[str, dict] = {}
     for connection_id, slot in list(pending.items()):
         quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS
         overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_SECONDS
         if not (quiet or overdue):
             continue
         del pending[connection_id]
-        if connection_id not in live:
-            continue  # paused or unknown: the resume backfill covers it
-        runs.append(
-            dg.RunRequest(
-                run_key=f"webhook:{connection_id}:{slot['event']}",
-                run_config=incremental_run_config(connection_id, slot["entities"]),
-                tags={"rutter/connection": connection_id, "rutter/trigger": "webhook"},
-            )
+        if connection_id in live:  # paused or unknown: the resume backfill covers it
+            due[connection_id] = slot
+    # One run per batch of due connections; each run syncs every entity any of them was told about
+    # (syncing an entity with no changes costs a request or two).
+    groups = batches(list(due), Settings.from_env().batch_size)
+    runs = [
+        dg.RunRequest(
+            run_key=f"webhook:{batch_key(group)}:{max(due[c]['event'] for c in group)}",
+            run_config=incremental_run_config(group, sorted({e for c in group for e in due[c]["entities"]})),
+            tags=batch_tags("webhook", i, len(groups), group),
         )
+        for i, group in enumerate(groups)
+    ]
     return dg.SensorResult(
         run_requests=runs,
         cursor=json.dumps(state),

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -110,6 +110,8 @@ class Memory:
     early_update_at: str | None = None  # ISO time of the last CONNECTION_UPDATED that found us ready
     deferred_older: tuple[dict, ...] = ()  # HISTORICAL_UPDATE ranges that arrived while paused
     batches_completed: int = 0  # historical batches a status poll showed completed
+    history_months: int = 0  # the furthest xMonthsAgo a HISTORICAL_UPDATE announced so far
+    ready_on: str | None = None  # ISO day the initial sync finished (INITIAL_UPDATE received)
 
     @classmethod
     def load(cls, state: str, details: dict[str, Any]) -> Memory:
@@ -141,7 +143,8 @@ def step(
             return state, memory, [("incremental_sync", signal.detail)]
         kind = "initial"  # a data event proves the initial sync is done (rule 2)
     if kind == "historical" and state == "ready":
-        return state, memory, [("backfill_older", signal.detail)]
+        memory, detail = _announced(memory, signal)
+        return state, memory, [("backfill_older", detail)]
     if kind in ("initial", "historical"):
         return _initial(state, memory, signal)
     if kind == "updated":
@@ -151,16 +154,36 @@ def step(
 
 def _initial(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
     if state == "pending":
-        return "ready", replace(memory, initial_done=True, history_requested=True), [
+        ready_on = signal.received_at.astimezone(UTC).date().isoformat() if signal.received_at else memory.ready_on
+        return "ready", replace(memory, initial_done=True, history_requested=True, ready_on=ready_on), [
             ("add_partition", {}),
             ("backfill_history", {}),
         ]
     if state in PAUSED:
         decisions: list[tuple[str, dict]] = [] if memory.initial_done else [("add_partition", {})]
         if signal.kind == "historical" and memory.history_requested:
-            memory = replace(memory, deferred_older=(*memory.deferred_older, signal.detail))
+            memory, detail = _announced(memory, signal)
+            memory = replace(memory, deferred_older=(*memory.deferred_older, detail))
         return state, replace(memory, initial_done=True), decisions
     return state, memory, []  # ready: already done
+
+
+def announced_months(detail: dict) -> int:
+    """The furthest ``xMonthsAgo`` of a HISTORICAL_UPDATE's ``entities_included_to_time_range``."""
+    ranges = detail.get("entities_included_to_time_range", [])
+    return max((int(item.get("xMonthsAgo") or 0) for item in ranges), default=0)
+
+
+def _announced(memory: Memory, signal: Signal) -> tuple[Memory, dict]:
+    """A HISTORICAL_UPDATE's decision detail: the months it announces, and those announced before.
+
+    Rutter's batches extend the synced history backwards; each HISTORICAL_UPDATE says how far back
+    it now reaches. Only the months between the previous announcement (or, for the first, the day
+    the initial sync finished) and this one are new, so only those are loaded again.
+    """
+    months = announced_months(signal.detail)
+    detail = {**signal.detail, "previous_months": memory.history_months, "ready_on": memory.ready_on}
+    return replace(memory, history_months=max(memory.history_months, months)), detail
 
 
 def _updated(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:

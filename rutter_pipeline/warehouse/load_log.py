@@ -137,22 +137,60 @@ def record(url_or_conn: str | psycopg.Connection, loads: Iterable[DayLoad], run_
     return cur.rowcount
 
 
-def mark_failed(url: str, connection_id: str, entity: str, start: date, end: date, run_id: str, error: str) -> int:
-    """Mark the days of [start, end] failed with ``error``; return rows written.
+def mark(
+    url: str, connection_id: str, entity: str, start: date, end: date, run_id: str, *, status: str, error: str
+) -> int:
+    """Mark the days of [start, end] ``status`` (held or failed) with ``error``; return rows written.
 
     A day that was loaded before keeps its counts, so whoever looks sees what the last good load
     had; a day never logged gets a row with zero counts.
     """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     _check_range(start, end)
     with _connected(url) as conn:
         cur = conn.execute(
             """
             INSERT INTO rutter.load_log (connection_id, entity, day, status, run_id, error)
-            SELECT %s, %s, d::date, 'failed', %s, %s FROM generate_series(%s::date, %s::date, '1 day') AS d
+            SELECT %s, %s, d::date, %s, %s, %s FROM generate_series(%s::date, %s::date, '1 day') AS d
             ON CONFLICT (connection_id, entity, day) DO UPDATE SET
-                status = 'failed', run_id = EXCLUDED.run_id, error = EXCLUDED.error, loaded_at = now()
+                status = EXCLUDED.status, run_id = EXCLUDED.run_id, error = EXCLUDED.error, loaded_at = now()
             """,
-            (connection_id, entity, run_id, _short(error), start, end),
+            (connection_id, entity, status, run_id, _short(error), start, end),
+        )
+    return cur.rowcount
+
+
+def mark_failed(url: str, connection_id: str, entity: str, start: date, end: date, run_id: str, error: str) -> int:
+    """:func:`mark` with status ``failed``: a fetch or merge error."""
+    return mark(url, connection_id, entity, start, end, run_id, status="failed", error=error)
+
+
+def record_merged(url: str, entity: str, connection_id: str, start: date, end: date, run_id: str) -> int:
+    """Log the days of [start, end] as loaded, counted from what the merge read: the landing's batch
+    rows (records landed per day) and ``rutter.rejects`` (records rejected per day). One statement,
+    for a step that merges a landing another step wrote."""
+    _check_range(start, end)
+    with _connected(url) as conn:
+        cur = conn.execute(
+            """
+            INSERT INTO rutter.load_log AS l (connection_id, entity, day, status, records, landed, rejected, run_id)
+            SELECT b.connection_id, b.entity, b.partition_date, 'loaded',
+                   b.record_count + coalesce(r.n, 0), b.record_count, coalesce(r.n, 0), %(run_id)s
+            FROM landing.batches b
+            LEFT JOIN (
+                SELECT partition_date, count(*)::int AS n FROM rutter.rejects
+                WHERE entity = %(entity)s AND connection_id = %(conn)s
+                  AND partition_date BETWEEN %(start)s AND %(end)s
+                GROUP BY partition_date
+            ) r ON r.partition_date = b.partition_date
+            WHERE b.entity = %(entity)s AND b.connection_id = %(conn)s
+              AND b.partition_date BETWEEN %(start)s AND %(end)s
+            ON CONFLICT (connection_id, entity, day) DO UPDATE SET
+                status = 'loaded', records = EXCLUDED.records, landed = EXCLUDED.landed,
+                rejected = EXCLUDED.rejected, run_id = EXCLUDED.run_id, error = NULL, loaded_at = now()
+            """,
+            {"run_id": run_id, "entity": entity, "conn": connection_id, "start": start, "end": end},
         )
     return cur.rowcount
 
@@ -167,6 +205,19 @@ def last_loaded_day(url: str, connection_id: str, entity: str = "orders") -> dat
             """
             SELECT day FROM rutter.load_log WHERE connection_id = %s AND entity = %s AND status = 'loaded'
             ORDER BY day DESC LIMIT 1
+            """,
+            (connection_id, entity),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def first_day_with_records(url: str, connection_id: str, entity: str = "orders") -> date | None:
+    """The oldest loaded day that had records, or None: where the history Rutter served so far begins."""
+    with _connected(url) as conn:
+        row = conn.execute(
+            """
+            SELECT min(day) FROM rutter.load_log
+            WHERE connection_id = %s AND entity = %s AND status = 'loaded' AND records > 0
             """,
             (connection_id, entity),
         ).fetchone()

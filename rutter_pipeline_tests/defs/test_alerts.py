@@ -41,7 +41,7 @@ def failed_run(pipeline: Pipeline, instance: dg.DagsterInstance) -> dg.RunFailur
     pipeline.sandbox.control.mutate(
         connection_id=pipeline.connection_id, entity="orders", day=day, kind="retype_field", field="total_price"
     )
-    result = materialize(pipeline, instance, [ORDERS], pipeline.partition(day))
+    result = materialize(pipeline, instance, [ORDERS], day)
     assert not result.success
     run = instance.get_run_by_id(result.run_id)
     (failure,) = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records

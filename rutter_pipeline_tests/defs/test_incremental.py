@@ -5,7 +5,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from rutter_pipeline.defs.incremental import incremental_run_config, incremental_sync_job
+from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import warehouse_key
 from rutter_pipeline.defs.resources import resources_from_env
 from rutter_pipeline.entities import ORDERS
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 
 def sync(pipeline: Pipeline, instance: dg.DagsterInstance, entities=("orders",)):
     result = incremental_sync_job.execute_in_process(
-        run_config=incremental_run_config(pipeline.connection_id, list(entities)),
+        run_config=incremental_run_config([pipeline.connection_id], list(entities)),
         instance=instance,
         resources=resources_from_env(),
         raise_on_error=False,
@@ -43,7 +43,7 @@ def test_records_updated_after_their_day_was_loaded_arrive_with_the_next_sync(
     instance = instance_factory([pipeline.connection_id])
     days = [pipeline.today - timedelta(days=n) for n in (3, 2, 1)]
     for day in days:
-        assert materialize(pipeline, instance, [ORDERS], pipeline.partition(day)).success
+        assert materialize(pipeline, instance, [ORDERS], day).success
     loaded = {day: pipeline.stored(ORDERS, day) for day in days}
 
     pipeline.sandbox.control.advance(2 * 24 * 60)  # fulfilments, refunds, cancellations happen
@@ -75,11 +75,11 @@ def test_a_later_partial_load_does_not_hide_changes_to_rows_loaded_before_it(
     """
     instance = instance_factory([pipeline.connection_id])
     old = pipeline.today - timedelta(days=3)
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(old)).success
+    assert materialize(pipeline, instance, [ORDERS], old).success
     pipeline.sandbox.control.advance(2 * 24 * 60)  # the old day's orders get fulfilled, refunded...
     assert pipeline.truth(ORDERS, old) != pipeline.stored(ORDERS, old), "nothing changed: the test proves nothing"
     recent = pipeline.today + timedelta(days=1)  # loaded now: its orders are newer than those changes
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(recent)).success
+    assert materialize(pipeline, instance, [ORDERS], recent).success
 
     sync(pipeline, instance)
     assert pipeline.stored(ORDERS, old) == pipeline.truth(ORDERS, old)
@@ -92,7 +92,7 @@ def test_a_record_committed_late_within_the_lag_is_not_skipped(
     """Rutter may commit a record after we saw newer ones: the lag re-reads the window before the watermark."""
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=1)
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(day)).success
+    assert materialize(pipeline, instance, [ORDERS], day).success
     pipeline.sandbox.control.advance(24 * 60)
     truth = pipeline.truth(ORDERS, day)
     newest = max(truth, key=lambda r: r["updated_at"])
@@ -109,7 +109,7 @@ def test_a_record_committed_late_within_the_lag_is_not_skipped(
 
     # Without the lag the same situation loses the update: the lag is what saves it.
     other_day = pipeline.today - timedelta(days=2)
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(other_day)).success
+    assert materialize(pipeline, instance, [ORDERS], other_day).success
     pipeline.sandbox.control.advance(24 * 60)
     truth2 = pipeline.truth(ORDERS, other_day)
     before = {r["id"]: r for r in pipeline.stored(ORDERS, other_day)}
@@ -125,7 +125,7 @@ def test_a_record_committed_late_within_the_lag_is_not_skipped(
 def test_a_paused_connection_is_not_synced(pipeline: Pipeline, instance_factory) -> None:
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=1)
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(day)).success
+    assert materialize(pipeline, instance, [ORDERS], day).success
     before = pipeline.stored(ORDERS, day)
     ConnectionRegistry(pipeline.warehouse_url).set_state(pipeline.connection_id, "needs_update", "test")
     pipeline.sandbox.control.advance(2 * 24 * 60)

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -119,8 +119,10 @@ def test_needs_update_pauses_and_reconnect_backfills_exactly_the_gap(
         paused_day = next(
             h["at"] for h in ConnectionRegistry(pipeline.warehouse_url).history(cid) if h["to_state"] == "needs_update"
         ).date()
-        assert gap[0].tags["dagster/asset_partition_range_start"] == f"{cid}|{paused_day}"
-        assert gap[0].tags["dagster/asset_partition_range_end"] == f"{cid}|{datetime.now(UTC).date()}"
+        now = datetime.now(UTC).date()
+        assert gap[0].tags["dagster/asset_partition_range_start"] == f"{cid}|{paused_day.replace(day=1)}"
+        assert gap[0].tags["dagster/asset_partition_range_end"] == f"{cid}|{now.replace(day=1)}"
+        assert gap[0].tags["rutter/days"] == f"{paused_day}..{now}"  # the gap's days, not whole months
         assert all(r.is_success for r in runs)
         today = pipeline.sandbox.control.now().date()
         start = pipeline.today - timedelta(days=HISTORY_DAYS)
@@ -160,8 +162,13 @@ def test_data_webhooks_trigger_a_debounced_incremental_sync(
         )  # six continuous-sync ticks: ORDER_CREATED/UPDATED webhooks
         first = tick(context, pipeline)  # the events are seen; the debounce waits for a quiet spell
 
-        def syncs_of(runs):  # the fixture's own connection syncs too: look at the new merchant only
-            return [r for r in runs if r.tags.get("rutter/trigger") == "webhook" and r.tags["rutter/connection"] == cid]
+        def syncs_of(runs):  # the fixture's own connection syncs too: look at the new merchant's batch
+            return [
+                r
+                for r in runs
+                if r.tags.get("rutter/trigger") == "webhook"
+                and cid in r.run_config["ops"]["sync_connections"]["config"]["connections"]
+            ]
 
         assert syncs_of(first) == []
         syncs = syncs_of(tick(context, pipeline, settle=1.5))
@@ -185,10 +192,16 @@ def test_historical_update_backfills_the_older_range(
         start = pipeline.today - timedelta(days=45)
         old_day = pipeline.today - timedelta(days=35)
         assert pipeline.stored(ORDERS, start, old_day) == []
+        held = pipeline.stored(ORDERS, start, pipeline.today)
+        first_held = min(date.fromisoformat(o["created_at"][:10]) for o in held)
         pipeline.sandbox.control.advance(35)  # batch 2 done -> HISTORICAL_UPDATE
         runs = tick(context, pipeline)
-        assert [r for r in runs if r.tags.get("rutter/trigger") == "historical"]
+        historical = [r for r in runs if r.tags.get("rutter/trigger") == "historical"]
+        assert historical
         assert all(r.is_success for r in runs)
+        # Only the older range the batch announced is read again, not the newest month already held.
+        reread_until = max(date.fromisoformat(r.tags["rutter/days"].split("..")[1]) for r in historical)
+        assert reread_until < first_held
         now = pipeline.sandbox.control.now().date()
         assert pipeline.stored(ORDERS, start, now) == pipeline.truth(ORDERS, start, now)
         assert pipeline.stored(ORDERS, start, old_day)

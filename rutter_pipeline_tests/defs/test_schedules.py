@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from rutter_pipeline.defs.partitions import partition_key
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
@@ -38,6 +37,10 @@ def connections(pipeline: Pipeline, instance_factory, n: int = 3) -> tuple[list[
     return ids, instance_factory(ids)
 
 
+def daily_connections(request: dg.RunRequest) -> list[str]:
+    return request.run_config["ops"]["load_connections"]["config"]["connections"]
+
+
 def test_daily_schedule_loads_yesterday_of_live_connections_only(pipeline: Pipeline, instance_factory) -> None:
     ids, instance = connections(pipeline, instance_factory)
     registry = ConnectionRegistry(pipeline.warehouse_url)
@@ -46,23 +49,41 @@ def test_daily_schedule_loads_yesterday_of_live_connections_only(pipeline: Pipel
     tick = datetime(2026, 1, 15, 0, 15, tzinfo=UTC)
 
     requests = evaluate(pipeline, instance, "daily_ingest_schedule", tick)
-    assert [r.partition_key for r in requests] == [str(partition_key(ids[0], tick.date().replace(day=14)))]
-    assert requests[0].tags["rutter/connection"] == ids[0]
+    assert [daily_connections(r) for r in requests] == [[ids[0]]]
+    config = requests[0].run_config["ops"]["load_connections"]["config"]
+    assert (config["start"], config["end"]) == ("2026-01-14", "2026-01-14")
+    assert requests[0].tags["rutter/connection"] == ids[0]  # a batch of one keeps the per-connection limit
     again = evaluate(pipeline, instance, "daily_ingest_schedule", tick)
     assert [r.run_key for r in again] == [r.run_key for r in requests]  # same tick, same keys: no duplicate runs
 
     registry.set_state(ids[1], "ready", "reconnected")
-    assert len(evaluate(pipeline, instance, "daily_ingest_schedule", tick)) == 2
+    (both,) = evaluate(pipeline, instance, "daily_ingest_schedule", tick)
+    assert sorted(daily_connections(both)) == sorted(ids[:2])
+
+
+def test_schedules_batch_connections_by_the_batch_size(
+    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, instance = connections(pipeline, instance_factory, n=5)
+    monkeypatch.setenv("RUTTER_BATCH_SIZE", "2")
+    tick = datetime(2026, 1, 15, 0, 15, tzinfo=UTC)
+    daily = evaluate(pipeline, instance, "daily_ingest_schedule", tick)
+    assert [len(daily_connections(r)) for r in daily] == [2, 2, 1]
+    assert sorted(c for r in daily for c in daily_connections(r)) == sorted(ids)
+    assert [r.tags["rutter/batch"] for r in daily] == ["1/3", "2/3", "3/3"]
+    assert len({r.run_key for r in daily}) == 3
+
+    incremental = evaluate(pipeline, instance, "incremental_sync_schedule", tick)
+    configured = [r.run_config["ops"]["sync_connections"]["config"]["connections"] for r in incremental]
+    assert [len(c) for c in configured] == [2, 2, 1]
 
 
 def test_incremental_schedule_skips_paused_connections(pipeline: Pipeline, instance_factory) -> None:
     ids, instance = connections(pipeline, instance_factory)
     ConnectionRegistry(pipeline.warehouse_url).set_state(ids[2], "disabled", "store closed")
     tick = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
-    requests = evaluate(pipeline, instance, "incremental_sync_schedule", tick)
-    configured = sorted(r.run_config["ops"]["incremental_sync"]["config"]["connection_id"] for r in requests)
-    assert configured == sorted(ids[:2])
-    assert len({r.run_key for r in requests}) == 2
+    (request,) = evaluate(pipeline, instance, "incremental_sync_schedule", tick)
+    assert sorted(request.run_config["ops"]["sync_connections"]["config"]["connections"]) == sorted(ids[:2])
 
 
 def test_no_live_connection_means_a_skip_not_an_error(pipeline: Pipeline, instance_factory) -> None:

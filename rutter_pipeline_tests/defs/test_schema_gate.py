@@ -34,14 +34,14 @@ def test_schema_change_fails_the_check_and_leaves_the_warehouse_untouched(
 ) -> None:
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=4)
-    assert materialize(pipeline, instance, [ORDERS], pipeline.partition(day)).success
+    assert materialize(pipeline, instance, [ORDERS], day).success
     before = snapshot(pipeline.warehouse_url)
     assert before
 
     pipeline.sandbox.control.mutate(
         connection_id=pipeline.connection_id, entity="orders", day=day, kind=kind, field=field
     )
-    result = materialize(pipeline, instance, [ORDERS], pipeline.partition(day))
+    result = materialize(pipeline, instance, [ORDERS], day)
 
     assert not result.success
     evaluation = check_evaluation(result)
@@ -65,7 +65,7 @@ def test_a_malformed_record_goes_to_rejects_and_fails_the_strict_check(
         connection_id=pipeline.connection_id, entity="orders", day=day, kind="corrupt_records", count=1
     )
 
-    strict = materialize(pipeline, instance, [ORDERS], pipeline.partition(day))
+    strict = materialize(pipeline, instance, [ORDERS], day)
     assert not strict.success and not check_evaluation(strict).passed
     assert pipeline.stored(ORDERS, day) == []
 
@@ -80,7 +80,7 @@ def test_a_malformed_record_goes_to_rejects_and_fails_the_strict_check(
 
     # with a tolerance the rest of the partition loads, and the reject stays recorded
     monkeypatch.setenv("RUTTER_REJECT_TOLERANCE", "0.5")
-    tolerant = materialize(pipeline, instance, [ORDERS], pipeline.partition(day))
+    tolerant = materialize(pipeline, instance, [ORDERS], day)
     assert tolerant.success and check_evaluation(tolerant).passed
     stored = pipeline.stored(ORDERS, day)
     assert len(stored) == len(truth) - 1
@@ -95,7 +95,7 @@ def test_new_fields_land_in_extra_and_are_reported_as_drift(pipeline: Pipeline, 
     pipeline.sandbox.control.mutate(
         connection_id=pipeline.connection_id, entity="orders", day=day, kind="add_field", field="loyalty_tier"
     )
-    result = materialize(pipeline, instance, [ORDERS], pipeline.partition(day))
+    result = materialize(pipeline, instance, [ORDERS], day)
     assert result.success
     evaluation = check_evaluation(result)
     assert evaluation.passed

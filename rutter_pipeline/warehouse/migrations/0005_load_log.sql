@@ -47,3 +47,18 @@ COMMENT ON COLUMN rutter.load_log.run_id IS 'Run that wrote this row (a Dagster 
 COMMENT ON COLUMN rutter.load_log.error IS 'Short error (at most 500 characters); NULL when loaded.';
 
 COMMENT ON COLUMN rutter.load_log.loaded_at IS 'When this row was last written.';
+
+-- A deployment upgraded from the day x connection partitions keeps what it loaded: every day whose
+-- landing passed the gate (landing.batches, one row per landed day) counts as loaded, with its
+-- landed records and the rejects recorded for that day. A day whose merge had not run when the
+-- upgrade happened is claimed a little early; the next load of that day sets it right.
+INSERT INTO rutter.load_log (connection_id, entity, day, status, records, landed, rejected, run_id, loaded_at)
+SELECT b.connection_id, b.entity, b.partition_date, 'loaded',
+       b.record_count + coalesce(r.n, 0), b.record_count, coalesce(r.n, 0), b.run_id, b.landed_at
+FROM landing.batches b
+LEFT JOIN (
+    SELECT entity, connection_id, partition_date, count(*)::int AS n
+    FROM rutter.rejects WHERE partition_date IS NOT NULL
+    GROUP BY entity, connection_id, partition_date
+) r USING (entity, connection_id, partition_date)
+WHERE b.passed;

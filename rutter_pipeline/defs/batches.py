@@ -1,0 +1,234 @@
+"""Batched runs: ``daily_load_job`` and ``incremental_sync_job``, each run a batch of connections.
+
+Thin wiring over ``rutter_pipeline.batch``: a run names its connections in run config, works on
+them concurrently in one process, and reports each connection's outcome where a data engineer looks
+for it: a materialization of every (connection, month) partition it changed, with that
+partition's own counts; a check result per partition (``<entity>_schema`` for the gate,
+``<entity>_loaded`` for fetch and merge errors); and, when any connection failed, a failed run whose
+message names them (the alert sensor pages with it). The other connections' loads are committed
+and reported either way.
+"""
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from rutter_pipeline import batch
+from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
+from rutter_pipeline.defs.marts import DAILY_SALES
+from rutter_pipeline.defs.partitions import month_start, partition_key
+from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
+from rutter_pipeline.entities import ENTITIES, ORDERS
+from rutter_pipeline.settings import Settings
+
+Event = dg.AssetMaterialization | dg.AssetCheckEvaluation
+
+
+class DailyLoadConfig(dg.Config):
+    connections: list[str]
+    start: str  # first day, YYYY-MM-DD
+    end: str = ""  # last day; empty: the same as start
+    entities: list[str] = list(ENTITIES)
+
+
+class IncrementalSyncConfig(dg.Config):
+    connections: list[str]
+    entities: list[str] = list(ENTITIES)
+
+
+def _months(days: object) -> dict[date, list[date]]:
+    by_month: dict[date, list[date]] = defaultdict(list)
+    for day in sorted(days):  # type: ignore[call-overload]
+        by_month[month_start(day)].append(day)
+    return by_month
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _check(spec_name: str, key: dg.AssetKey, check: str, partition: str, passed: bool, text: str | None):
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=check,
+        passed=passed,
+        partition=partition,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None if passed else text,
+        metadata={"entity": spec_name},
+    )
+
+
+def mark_partition_failed(context: dg.OpExecutionContext, key: dg.AssetKey, partition: str) -> None:
+    """Show a partition this run meant to write and did not as failed (red in the partition matrix).
+
+    Dagster shows a partition as failed when a run planned it and ended failed without
+    materializing it. An op job plans no assets, so the batch plans the partitions of a failed
+    connection itself (the run then fails at its end). The event builders are Dagster's internal
+    API, used here alone.
+    """
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, log_step_event
+
+    step_context = context.get_step_execution_context()
+    event = DagsterEvent.build_asset_materialization_planned_event(
+        context.job_name, step_context.step.key, AssetMaterializationPlannedData(key, partition)
+    )
+    log_step_event(step_context, event, None)
+
+
+def _load_events(context: dg.OpExecutionContext, result: batch.ConnectionResult, trigger: str) -> Iterator[Event]:
+    """Materializations and check results of one connection's daily load, per month partition."""
+    for item in result.entities:
+        if item.status == batch.SKIPPED or item.start is None or item.end is None:
+            continue
+        spec = ENTITIES[item.entity]
+        for month, days in _months(_days(item.start, item.end)).items():
+            partition = str(partition_key(result.connection_id, month))
+            records = sum(item.records_by_day.get(d, 0) for d in days)
+            meta = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
+            loaded = item.status == batch.LOADED
+            if item.status in (batch.LOADED, batch.HELD):
+                yield dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta)
+                yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, loaded, item.error)
+            if loaded:
+                yield dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta)
+                if spec is ORDERS:
+                    yield dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta)
+            else:
+                mark_partition_failed(context, warehouse_key(spec), partition)
+            yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, loaded, item.error)
+
+
+def _sync_events(
+    context: dg.OpExecutionContext, result: batch.ConnectionResult, history_start: date
+) -> Iterator[Event]:
+    """Each month partition whose rows an incremental sync changed, reported as a new materialization."""
+    for item in result.entities:
+        spec = ENTITIES[item.entity]
+        changed = [d for d in item.changed_days if d >= history_start]
+        for month, days in _months(changed).items():
+            partition = str(partition_key(result.connection_id, month))
+            meta = {"changed_days": len(days), "source": "incremental_sync"}
+            yield dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta)
+            if spec is ORDERS:
+                yield dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta)
+        if item.status in (batch.HELD, batch.FAILED):
+            # the connection's current month carries the verdict: that is where its next data lands
+            partition = str(partition_key(result.connection_id, datetime.now(UTC).date()))
+            mark_partition_failed(context, warehouse_key(spec), partition)
+            yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
+
+
+def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult], what: str) -> None:
+    failed = {r.connection_id: r.problems() for r in results if not r.ok}
+    summary = {
+        "connections": len(results),
+        "failed": len(failed),
+        "records": sum(e.records for r in results for e in r.entities),
+        "written": sum(e.written for r in results for e in r.entities),
+        "slowest_connection_s": round(max((r.seconds for r in results), default=0.0), 3),
+    }
+    context.log.info("%s: %s", what, summary)
+    if failed:
+        lines = [f"{cid}: {'; '.join(problems)}" for cid, problems in sorted(failed.items())]
+        raise dg.Failure(
+            description=f"{what}: {len(failed)} of {len(results)} connections failed\n" + "\n".join(lines),
+            metadata={"failed_connections": dg.MetadataValue.json(sorted(failed)), **summary},
+        )
+
+
+# Generators: each connection's events are written as its work completes, and they stay written
+# when the op fails at the end for another connection (events logged with context.log_event after
+# the last yield are dropped when the op raises).
+@dg.op(out={}, description="Loads the configured days of a batch of connections: land, gate and merge, per connection.")
+def load_connections(
+    context: dg.OpExecutionContext, config: DailyLoadConfig, rutter: RutterResource, warehouse: WarehouseResource
+) -> Iterator[Event]:
+    settings = Settings.from_env()
+    start = date.fromisoformat(config.start)
+    end = date.fromisoformat(config.end) if config.end else start
+    client, loader, registry = rutter.client(), warehouse.loader(), warehouse.registry()
+
+    def work(connection_id: str) -> batch.ConnectionResult:
+        return batch.load_days(
+            client, loader, registry, connection_id, start, end, context.run_id,
+            entities=config.entities, tolerance=settings.reject_tolerance,
+        )  # fmt: skip
+
+    results = []
+    for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
+        yield from _load_events(context, result, context.run.tags.get("rutter/trigger", "manual"))
+        results.append(result)
+    _finish(context, results, f"daily load {start}..{end}")
+
+
+@dg.op(out={}, description="updated_at_min sync of a batch of connections: newer-wins upsert, watermark after commit.")
+def sync_connections(
+    context: dg.OpExecutionContext, config: IncrementalSyncConfig, rutter: RutterResource, warehouse: WarehouseResource
+) -> Iterator[Event]:
+    settings = Settings.from_env()
+    client, loader, registry = rutter.client(), warehouse.loader(), warehouse.registry()
+
+    def work(connection_id: str) -> batch.ConnectionResult:
+        return batch.sync_connection(
+            client, loader, registry, connection_id, context.run_id, entities=config.entities,
+            lag_minutes=settings.incremental_lag_minutes, tolerance=settings.reject_tolerance,
+        )  # fmt: skip
+
+    results = []
+    for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
+        yield from _sync_events(context, result, settings.history_start)
+        results.append(result)
+    _finish(context, results, "incremental sync")
+
+
+@dg.job(
+    description="Daily load of a batch of connections (the days in run config); launched by the daily schedule.",
+    executor_def=dg.in_process_executor,
+)
+def daily_load_job() -> None:
+    load_connections()
+
+
+@dg.job(
+    description="Incremental (updated_at) sync of a batch of connections; launched by the schedule and webhooks.",
+    executor_def=dg.in_process_executor,
+)
+def incremental_sync_job() -> None:
+    sync_connections()
+
+
+def daily_run_config(connection_ids: Sequence[str], start: date, end: date | None = None) -> dict:
+    config = {"connections": list(connection_ids), "start": start.isoformat(), "end": (end or start).isoformat()}
+    return {"ops": {"load_connections": {"config": config}}}
+
+
+def incremental_run_config(connection_ids: Sequence[str], entities: Sequence[str] | None = None) -> dict:
+    config: dict = {"connections": list(connection_ids)}
+    if entities:
+        config["entities"] = sorted(entities)
+    return {"ops": {"sync_connections": {"config": config}}}
+
+
+def batches(connection_ids: Sequence[str], size: int) -> list[list[str]]:
+    ids = sorted(connection_ids)
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def batch_key(connection_ids: Sequence[str]) -> str:
+    """A short stable name for a batch, for run keys: the same connections give the same key."""
+    return hashlib.sha1("\n".join(sorted(connection_ids)).encode()).hexdigest()[:12]
+
+
+def batch_tags(trigger: str, index: int, total: int, connection_ids: Sequence[str]) -> dict[str, str]:
+    tags = {
+        "rutter/trigger": trigger,
+        "rutter/batch": f"{index + 1}/{total}",
+        "rutter/connections": str(len(connection_ids)),
+    }
+    if len(connection_ids) == 1:
+        tags["rutter/connection"] = connection_ids[0]
+    return tags
