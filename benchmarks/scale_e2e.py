@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     from rutter_pipeline.sandbox import SandboxConfig, run_sandbox
+    from rutter_pipeline.settings import Settings
     from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import (
         drop_database,
@@ -305,7 +306,7 @@ def run(args: argparse.Namespace) -> dict:
 
         result = {
             "connections": n,
-            "batch_size": int(os.environ.get("RUTTER_BATCH_SIZE", "0")) or None,
+            "batch_size": getattr(Settings.from_env(), "batch_size", None),
             "day": yesterday.isoformat(),
             "daily_load": daily,
             "incremental": incremental,
