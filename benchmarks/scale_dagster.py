@@ -94,6 +94,11 @@ query PartitionHealthQuery($assetKey: AssetKeyInput!) {
 }
 """
 
+# Readiness: the code location is loaded and knows the asset (nothing that builds a status cache).
+READY_QUERY = (
+    "query Ready($assetKey: AssetKeyInput!) { assetNodeOrError(assetKey: $assetKey) { ... on AssetNode { id } } }"
+)
+
 
 def note(message: str) -> None:
     print(f"[scale_dagster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -418,11 +423,11 @@ def partitions_view(instance, asset_keys, dynamic_name: str, repeats: int, work:
     base = f"http://127.0.0.1:{port}"
     session = stack.enter_context(requests.Session())
 
-    def query(key) -> tuple[float, int, dict]:
+    def query(key, text: str = PARTITION_HEALTH_QUERY) -> tuple[float, int, dict]:
         t0 = time.perf_counter()
         response = session.post(
             f"{base}/graphql",
-            json={"query": PARTITION_HEALTH_QUERY, "variables": {"assetKey": {"path": list(key.path)}}},
+            json={"query": text, "variables": {"assetKey": {"path": list(key.path)}}},
             timeout=600,
         )
         seconds = time.perf_counter() - t0
@@ -442,7 +447,7 @@ def partitions_view(instance, asset_keys, dynamic_name: str, repeats: int, work:
         if web.poll() is not None:
             raise RuntimeError(f"dagster-webserver exited with {web.returncode}; see {work / 'webserver.log'}")
         try:
-            _, _, node = query(asset_keys[0])
+            _, _, node = query(asset_keys[0], READY_QUERY)
             if node.get("id"):
                 break
         except (requests.RequestException, RuntimeError) as exc:
