@@ -96,7 +96,7 @@ def test_dev_brings_up_the_ui_with_demo_connections_and_a_launched_partition_lan
             return dims if len(dims["connection"]) == 2 else None
 
         dims = wait_for(dimensions, 180, "the demo merchants' partitions (INITIAL_UPDATE -> sensor)", proc, log)
-        assert len(dims["date"]) >= 5
+        assert len(dims["month"]) >= 1
         history_done = wait_for(
             lambda: (
                 (runs := graphql(port, HISTORY_RUNS)["runsOrError"]["results"])
@@ -112,14 +112,19 @@ def test_dev_brings_up_the_ui_with_demo_connections_and_a_launched_partition_lan
         assert {r["status"] for r in history_done} == {"SUCCESS"}, log.read_text()[-4000:]
 
         sandbox_url = re.search(r"sandbox: (http://\S+)/versioned", log.read_text()).group(1)
-        connection_id, day = dims["connection"][0], dims["date"][-2]
+        # the month holding yesterday, complete up to yesterday (the sandbox's clock follows the real one)
+        from datetime import UTC, datetime, timedelta
+
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        connection_id, month = dims["connection"][0], yesterday.replace(day=1).isoformat()
+        assert month in dims["month"]
         launched = graphql(
             port,
             LAUNCH,
             {
                 "p": {
                     "assetSelection": [{"path": ["landing", "orders"]}, {"path": ["warehouse", "orders"]}],
-                    "partitionNames": [f"{connection_id}|{day}"],
+                    "partitionNames": [f"{connection_id}|{month}"],
                 }
             },
         )["launchPartitionBackfill"]
@@ -140,15 +145,16 @@ def test_dev_brings_up_the_ui_with_demo_connections_and_a_launched_partition_lan
 
         from datetime import date
 
-        lo, hi = day_window_ms(date.fromisoformat(day))
+        first = max(date.fromisoformat(month), yesterday - timedelta(days=4))  # the demo's 5 days of history
+        lo, hi = day_window_ms(first)[0], day_window_ms(yesterday)[1]
         truth = SandboxControl(sandbox_url).ground_truth("orders", connection_id, created_at_min=lo, created_at_max=hi)
         warehouse = with_database(start_embedded_postgres(state / "postgres", persistent=True), "rutter_warehouse")
         with psycopg.connect(warehouse) as conn:
             ids = {
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM rutter.orders WHERE connection_id = %s AND _partition_date = %s",
-                    (connection_id, date.fromisoformat(day)),
+                    "SELECT id FROM rutter.orders WHERE connection_id = %s AND _partition_date BETWEEN %s AND %s",
+                    (connection_id, first, yesterday),
                 )
             }
         assert truth and ids == {r["id"] for r in truth}

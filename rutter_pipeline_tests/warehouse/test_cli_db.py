@@ -29,7 +29,8 @@ def _cli(url: str) -> subprocess.CompletedProcess[str]:
 def test_db_migrate_creates_then_reports_up_to_date(pg_url: str) -> None:
     first = _cli(pg_url)
     assert first.returncode == 0, first.stderr
-    assert "applied 4 migration(s): 0001_core, 0002_entities, 0003_marts, 0004_ingest_speed" in first.stdout
+    applied = "applied 5 migration(s): 0001_core, 0002_entities, 0003_marts, 0004_ingest_speed, 0005_load_log"
+    assert applied in first.stdout
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT to_regclass('rutter.orders') IS NOT NULL").fetchone() == (True,)
     second = _cli(pg_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -124,8 +124,22 @@ def test_initial_update_readies_a_pending_connection_once(warehouse: str, inbox:
 
 def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbox) -> None:
     inbox.apply("INITIAL_UPDATE")
+    ready_on = datetime.now(UTC).date().isoformat()
     assert inbox.apply("HISTORICAL_UPDATE", entities_included_to_time_range=RANGES) == [
-        ("backfill_older", None, {"entities_included_to_time_range": RANGES})
+        (
+            "backfill_older",
+            None,
+            {"entities_included_to_time_range": RANGES, "previous_months": 0, "ready_on": ready_on},
+        )
+    ]
+    # the next batch reaches further back: only the months beyond the previous announcement are new
+    further = [{"platformEntity": "ORDERS", "xMonthsAgo": 12}]
+    assert inbox.apply("HISTORICAL_UPDATE", entities_included_to_time_range=further) == [
+        (
+            "backfill_older",
+            None,
+            {"entities_included_to_time_range": further, "previous_months": 3, "ready_on": ready_on},
+        )
     ]
     # before INITIAL_UPDATE arrived (reordered), it proves the initial sync done
     assert inbox.apply("HISTORICAL_UPDATE", "c2", entities_included_to_time_range=RANGES) == [
@@ -200,9 +214,14 @@ def test_a_historical_update_while_paused_is_asked_for_on_resume(warehouse: str,
     inbox.apply("INITIAL_UPDATE")
     inbox.apply("CONNECTION_NEEDS_UPDATE")
     assert inbox.apply("HISTORICAL_UPDATE", entities_included_to_time_range=RANGES) == []
+    ready_on = datetime.now(UTC).date().isoformat()
     assert inbox.apply("CONNECTION_UPDATED") == [
         ("resume_backfill_gap", None, {"paused_state": "needs_update"}),
-        ("backfill_older", None, {"entities_included_to_time_range": RANGES}),
+        (
+            "backfill_older",
+            None,
+            {"entities_included_to_time_range": RANGES, "previous_months": 0, "ready_on": ready_on},
+        ),
     ]
     inbox.apply("CONNECTION_NEEDS_UPDATE", update_url="x")
     assert inbox.apply("CONNECTION_UPDATED") == [("resume_backfill_gap", None, {"paused_state": "needs_update"})]
@@ -288,7 +307,8 @@ def test_apply_status_follows_the_sandbox(warehouse: str, sandbox: SandboxHandle
     assert poll() == []
     control.advance(60)  # batch 2 of 2 completes
     older = [{"platformEntity": "ORDERS", "xMonthsAgo": 3}, {"platformEntity": "TRANSACTIONS", "xMonthsAgo": 3}]
-    assert poll() == [("backfill_older", None, {"batches_completed": 2, "entities_included_to_time_range": older})]
+    detail = {"batches_completed": 2, "entities_included_to_time_range": older, "previous_months": 0, "ready_on": None}
+    assert poll() == [("backfill_older", None, detail)]
     assert poll() == []
     control.action(cid, "needs_update")
     assert poll() == [
