@@ -124,10 +124,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+# Tick labels to run under cProfile (--profile); their top functions go to stderr.
+PROFILE: set[str] = set()
+
+
+def timed(fn: Callable[[], Any], label: str = "") -> tuple[float, Any]:
+    if label not in PROFILE:
+        started = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - started, result
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
     started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
+    result = profiler.runcall(fn)
+    seconds = time.perf_counter() - started
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+    note(f"profile of {label} ({seconds:.2f} s, under the profiler):\n{text.getvalue()}")
+    return seconds, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", help="a PostgreSQL server URL to use (default: start an embedded one)")
     parser.add_argument("--keep", action="store_true", help="keep the database bench_scale_<N>")
     parser.add_argument("--warm-repeats", type=int, default=3)
+    parser.add_argument(
+        "--profile", action="append", default=[], metavar="TICK", help="run this tick (its JSON key) under cProfile"
+    )
     args = parser.parse_args(argv)
+    PROFILE.update(args.profile)
     logging.basicConfig(level=logging.WARNING)
 
     with ExitStack() as stack:
@@ -227,7 +248,8 @@ def run(args: argparse.Namespace, url: str, work: Path, stack: ExitStack) -> dic
     out["partitions_view"], out["rss_mb"] = partitions_view(
         instance, asset_keys, conn_dim.partitions_def.name, args.warm_repeats, work, stack
     )
-    out["ticks"] = ticks(instance, defs, repo, url, keys, sandbox)
+    current = [dg.MultiPartitionKey({conn_dim.name: c, time_dim.name: time_keys[-1]}) for c in keys]
+    out["ticks"] = ticks(instance, defs, repo, url, keys, current)
     out["rss_mb"]["bench_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -246,14 +268,7 @@ def seed_history(instance, asset_keys, keys, time_keys, conn_name: str, time_nam
     as the study did.
     """
     import dagster as dg
-    from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi_partition_key
-    from dagster._core.events import (
-        AssetMaterializationPlannedData,
-        DagsterEvent,
-        DagsterEventBatchMetadata,
-        DagsterEventType,
-        StepMaterializationData,
-    )
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
     from dagster._core.events.log import EventLogEntry
     from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
     from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
@@ -281,22 +296,7 @@ def seed_history(instance, asset_keys, keys, time_keys, conn_name: str, time_nam
     runs_s = time.perf_counter() - started
 
     partitions = [[dg.MultiPartitionKey({conn_name: c, time_name: t}) for t in time_keys] for c in keys]
-    tags = [
-        [{**get_tags_from_multi_partition_key(p), "dagster/data_version": "seeded"} for p in row] for row in partitions
-    ]
     storage = instance.event_log_storage
-
-    def entry(run_id: str, step: str, event: DagsterEvent) -> EventLogEntry:
-        return EventLogEntry(
-            error_info=None,
-            level=logging.DEBUG,
-            user_message="",
-            run_id=run_id,
-            timestamp=time.time(),
-            step_key=step,
-            job_name=HISTORY_JOB,
-            dagster_event=event,
-        )
 
     def write_planned(events: list[EventLogEntry]) -> None:
         statement = storage.prepare_insert_event_batch(events)
@@ -313,9 +313,9 @@ def seed_history(instance, asset_keys, keys, time_keys, conn_name: str, time_nam
         for start in range(0, len(cells), batch_size):
             chunk = cells[start : start + batch_size]
             planned = [
-                entry(
+                log_entry(
                     failed_runs[i] if (i, j) in gaps else ok_runs[i],
-                    step,
+                    HISTORY_JOB,
                     DagsterEvent(
                         event_type_value=DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
                         job_name=HISTORY_JOB,
@@ -327,20 +327,8 @@ def seed_history(instance, asset_keys, keys, time_keys, conn_name: str, time_nam
             ]
             write_planned(planned)
             planned_n += len(planned)
-            done = [(i, j) for i, j in chunk if (i, j) not in gaps]
-            batch_id = f"{step}:{start}"
-            for k, (i, j) in enumerate(done):
-                mat = dg.AssetMaterialization(asset_key, partition=str(partitions[i][j]), tags=tags[i][j])
-                event = DagsterEvent(
-                    event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
-                    job_name=HISTORY_JOB,
-                    step_key=step,
-                    event_specific_data=StepMaterializationData(mat),
-                )
-                instance.handle_new_event(
-                    entry(ok_runs[i], step, event),
-                    batch_metadata=DagsterEventBatchMetadata(batch_id, is_end=k == len(done) - 1),
-                )
+            done = [(ok_runs[i], partitions[i][j]) for i, j in chunk if (i, j) not in gaps]
+            write_materializations(instance, asset_key, done, HISTORY_JOB)
             materialized_n += len(done)
         note(f"seeded {asset_key.to_user_string()}: {planned_n + materialized_n:,} events so far")
     seconds = time.perf_counter() - started
@@ -353,6 +341,46 @@ def seed_history(instance, asset_keys, keys, time_keys, conn_name: str, time_nam
         "materialized_per_asset": materialized_n // max(1, len(asset_keys)),
         "failed_per_asset": len(gaps),
     }
+
+
+def log_entry(run_id: str, job_name: str, event) -> Any:
+    from dagster._core.events.log import EventLogEntry
+
+    return EventLogEntry(
+        error_info=None,
+        level=logging.DEBUG,
+        user_message="",
+        run_id=run_id,
+        timestamp=time.time(),
+        step_key=event.step_key,
+        job_name=job_name,
+        dagster_event=event,
+    )
+
+
+def write_materializations(instance, asset_key, items: list[tuple[str, Any]], job_name: str) -> None:
+    """One materialization per (run id, MultiPartitionKey), as a run logs it (dimension tags, data
+    version), through ``handle_new_event`` with batch metadata: one INSERT per DAGSTER_EVENT_BATCH_SIZE."""
+    import dagster as dg
+    from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi_partition_key
+    from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, StepMaterializationData
+
+    step = "__".join(asset_key.path)
+    batch_id = f"{step}:{uuid.uuid4().hex}"
+    for k, (run_id, partition) in enumerate(items):
+        tags = {**get_tags_from_multi_partition_key(partition), "dagster/data_version": uuid.uuid4().hex[:12]}
+        event = DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+            job_name=job_name,
+            step_key=step,
+            event_specific_data=StepMaterializationData(
+                dg.AssetMaterialization(asset_key, partition=str(partition), tags=tags)
+            ),
+        )
+        instance.handle_new_event(
+            log_entry(run_id, job_name, event),
+            batch_metadata=DagsterEventBatchMetadata(batch_id, is_end=k == len(items) - 1),
+        )
 
 
 def seed_load_log(url: str, keys: list[str], history_start: date, today: date) -> dict[str, Any]:
@@ -538,7 +566,7 @@ def start_sandbox(n: int, stack: ExitStack):
     return stack.enter_context(run_sandbox(config, subprocess=True))
 
 
-def ticks(instance, defs, repo, url: str, keys: list[str], sandbox) -> dict[str, Any]:
+def ticks(instance, defs, repo, url: str, keys: list[str], current: list) -> dict[str, Any]:
     import psycopg
     from dagster._core.definitions.automation_condition_sensor_definition import AutomationConditionSensorDefinition
     from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorDefinition
@@ -557,7 +585,8 @@ def ticks(instance, defs, repo, url: str, keys: list[str], sandbox) -> dict[str,
 
     def sensor_tick(name: str, cursor: str | None = None, label: str | None = None) -> Any:
         seconds, data = timed(
-            lambda: get_external_sensor_execution(repo, origin, ref, name, None, None, cursor, None, None)
+            lambda: get_external_sensor_execution(repo, origin, ref, name, None, None, cursor, None, None),
+            label or name,
         )
         results[label or name] = tick_result(seconds, data)
         note(f"tick {label or name}: {results[label or name]}")
@@ -585,7 +614,8 @@ def ticks(instance, defs, repo, url: str, keys: list[str], sandbox) -> dict[str,
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     for schedule in defs.schedules:
         seconds, data = timed(
-            lambda s=schedule: get_external_schedule_execution(repo, ref, s.name, now.timestamp(), "UTC", None)
+            lambda s=schedule: get_external_schedule_execution(repo, ref, s.name, now.timestamp(), "UTC", None),
+            schedule.name,
         )
         results[schedule.name] = tick_result(seconds, data)
         note(f"tick {schedule.name}: {results[schedule.name]}")
@@ -612,7 +642,7 @@ def ticks(instance, defs, repo, url: str, keys: list[str], sandbox) -> dict[str,
             data = sensor_tick(name, None, f"{name}:first")
             sensor_tick(name, getattr(data, "cursor", None))
         elif isinstance(sensor, AutomationConditionSensorDefinition):
-            results.update(automation_ticks(defs, instance, sensor))
+            results.update(automation_ticks(defs, instance, sensor, current))
     # poll: the sandbox holds N connections; the first tick onboards them all, the second is steady
     if "connection_poll_sensor" in sensors:
         data = sensor_tick("connection_poll_sensor", None, "connection_poll_sensor:onboarding")
@@ -636,19 +666,30 @@ def tick_result(seconds: float, data: Any) -> dict[str, Any]:
     return out
 
 
-def automation_ticks(defs, instance, sensor) -> dict[str, Any]:
+def automation_ticks(defs, instance, sensor, current: list) -> dict[str, Any]:
     """The automation sensor is evaluated by the daemon (``AssetDaemon``), not by the code server: time
     what the daemon runs for it, ``AutomationTickEvaluationContext(...).evaluate()`` (on the in-process
-    asset graph instead of the workspace's), a first tick without a cursor and a second with its cursor."""
+    asset graph instead of the workspace's). A first tick without a cursor; then what a daily load
+    leaves behind (the ``current`` partition of every connection newly materialized, for each asset
+    the sensor's assets depend on, by one SUCCESS run) and the tick after it, with the first's cursor."""
     from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
     from dagster._core.definitions.automation_condition_sensor_definition import EMIT_BACKFILLS_METADATA_KEY
     from dagster._core.definitions.automation_tick_evaluation_context import AutomationTickEvaluationContext
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
     asset_graph = defs.resolve_asset_graph()
     metadata = sensor.metadata or {}
     out = {}
     cursor = AssetDaemonCursor.empty()
+    targets = sensor.asset_selection.resolve(asset_graph)
+    parents = sorted({p for key in targets for p in asset_graph.get(key).parent_keys} - targets, key=str)
     for label in (f"{sensor.name}:first", sensor.name):
+        if label == sensor.name:
+            run_id = str(uuid.uuid4())
+            instance.add_run(DagsterRun(job_name="daily_load_job", run_id=run_id, status=DagsterRunStatus.SUCCESS))
+            for parent in parents:
+                write_materializations(instance, parent, [(run_id, p) for p in current], "daily_load_job")
+            note(f"daily load: {len(current)} partitions of {', '.join(p.to_user_string() for p in parents)}")
         context = AutomationTickEvaluationContext(
             evaluation_id=cursor.evaluation_id + 1,
             instance=instance,
@@ -662,7 +703,7 @@ def automation_ticks(defs, instance, sensor) -> dict[str, Any]:
             emit_backfills=EMIT_BACKFILLS_METADATA_KEY in metadata,
             default_condition=sensor.default_condition,
         )
-        seconds, (run_requests, cursor, _) = timed(context.evaluate)
+        seconds, (run_requests, cursor, _) = timed(context.evaluate, label)
         out[label] = {
             "seconds": round(seconds, 3),
             "run_requests": len(run_requests),

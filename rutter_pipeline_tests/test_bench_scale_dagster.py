@@ -103,6 +103,8 @@ def test_scale_benchmark_reports_every_figure(pg_server_url: str) -> None:
     assert ticks["daily_ingest_schedule"]["run_requests"] >= 1
     assert ticks["incremental_sync_schedule"]["run_requests"] >= 1
     assert ticks["connection_poll_sensor:onboarding"].get("partitions_added") == N
+    # the daily load the benchmark logs before the automation sensor's second tick makes the marts stale
+    assert ticks["marts_automation_sensor"]["run_requests"] >= 1
 
     with psycopg.connect(pg_server_url) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname = %s", (f"bench_scale_{N}",)).fetchall()
