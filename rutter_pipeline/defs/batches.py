@@ -10,9 +10,10 @@ and reported either way.
 """
 
 import hashlib
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -23,8 +24,9 @@ from rutter_pipeline.defs.partitions import month_start, partition_key
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.settings import Settings
+from rutter_pipeline.warehouse import load_log
 
-Event = dg.AssetMaterialization | dg.AssetCheckEvaluation
+Event = dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.DagsterEvent
 
 
 class DailyLoadConfig(dg.Config):
@@ -79,8 +81,49 @@ def mark_partition_failed(context: dg.OpExecutionContext, key: dg.AssetKey, part
     log_step_event(step_context, event, None)
 
 
-def _load_events(context: dg.OpExecutionContext, result: batch.ConnectionResult, trigger: str) -> Iterator[Event]:
-    """Materializations and check results of one connection's daily load, per month partition."""
+class MaterializationBuffer:
+    """Materializations written in batches, one per asset key, instead of one statement each.
+
+    A batch of 50 connections reports ~700 partitions a day; written one by one (several
+    statements and a commit each) that took 51 ms apiece in the run's main thread, longer than the
+    loads themselves (benchmarks/RESULTS.md). Dagster's batch path (``DAGSTER_EVENT_BATCH_SIZE``,
+    set by ``rutter-pipeline dev``; without it the events are written one by one as before) writes
+    a batch of one asset key's materializations in one INSERT; it accepts one key per batch.
+    """
+
+    def __init__(self, context: dg.OpExecutionContext, size: int = 200) -> None:
+        self.context, self.size = context, size
+        self.pending: dict[dg.AssetKey, list[dg.AssetMaterialization]] = defaultdict(list)
+
+    def add(self, materialization: dg.AssetMaterialization) -> Iterator[dg.DagsterEvent]:
+        self.pending[materialization.asset_key].append(materialization)
+        if sum(len(v) for v in self.pending.values()) >= self.size:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[dg.DagsterEvent]:
+        """Write what is pending; the events are yielded too, for the run's in-process result."""
+        from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata
+
+        step_context = self.context.get_step_execution_context()
+        for materializations in self.pending.values():
+            batch_id = uuid.uuid4().hex
+            for i, materialization in enumerate(materializations):
+                meta = DagsterEventBatchMetadata(batch_id, i == len(materializations) - 1)
+                yield DagsterEvent.asset_materialization(step_context, materialization, meta)
+        self.pending.clear()
+
+
+def _load_events(
+    context: dg.OpExecutionContext,
+    result: batch.ConnectionResult,
+    trigger: str,
+    buffer: MaterializationBuffer,
+) -> Iterator[Event]:
+    """Materializations of one connection's daily load per month partition, and its failed checks.
+
+    A failed entity fails its checks on each month it touched and shows that month red; passing
+    checks are reported once the whole batch is done, for the months it set right (``_recovered``).
+    """
     for item in result.entities:
         if item.status == batch.SKIPPED or item.start is None or item.end is None:
             continue
@@ -89,37 +132,49 @@ def _load_events(context: dg.OpExecutionContext, result: batch.ConnectionResult,
             partition = str(partition_key(result.connection_id, month))
             records = sum(item.records_by_day.get(d, 0) for d in days)
             meta = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
-            loaded = item.status == batch.LOADED
             if item.status in (batch.LOADED, batch.HELD):
-                yield dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta)
-                yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, loaded, item.error)
-            if loaded:
-                yield dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta)
+                yield from buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
+            if item.status == batch.LOADED:
+                yield from buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta))
                 if spec is ORDERS:
-                    yield dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta)
-            else:
-                mark_partition_failed(context, warehouse_key(spec), partition)
-            yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, loaded, item.error)
+                    yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
+                continue
+            mark_partition_failed(context, warehouse_key(spec), partition)
+            if item.status == batch.HELD:
+                yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, False, item.error)
+            yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
 
 
-def _sync_events(
-    context: dg.OpExecutionContext, result: batch.ConnectionResult, history_start: date
-) -> Iterator[Event]:
-    """Each month partition whose rows an incremental sync changed, reported as a new materialization."""
+def _recovered(before: set, after: set, results: list[batch.ConnectionResult]) -> Iterator[Event]:
+    """Passing checks for the months that had a day not loaded before this run and have none now.
+
+    Reporting a pass for every partition of every batch would be 8 more events per connection and
+    day; the UI needs only the verdicts that changed (a month never failed has nothing to clear).
+    """
+    loaded = {(r.connection_id, e.entity) for r in results for e in r.entities if e.status == batch.LOADED}
+    for connection_id, entity, month in sorted(before - after):
+        if (connection_id, entity) not in loaded:
+            continue
+        spec, partition = ENTITIES[entity], str(partition_key(connection_id, month))
+        yield _check(entity, landing_key(spec), schema_check_name(spec), partition, True, None)
+        yield _check(entity, warehouse_key(spec), loaded_check_name(spec), partition, True, None)
+
+
+def _sync_events(result: batch.ConnectionResult, history_start: date, buffer: MaterializationBuffer):
+    """Each month partition whose rows an incremental sync changed, reported as a new materialization.
+
+    A failed sync changes nothing in the warehouse and no partition: the run's failure names the
+    connection and the alert pages with it; its watermark stays where it was.
+    """
     for item in result.entities:
         spec = ENTITIES[item.entity]
         changed = [d for d in item.changed_days if d >= history_start]
         for month, days in _months(changed).items():
             partition = str(partition_key(result.connection_id, month))
             meta = {"changed_days": len(days), "source": "incremental_sync"}
-            yield dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta)
+            yield from buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta))
             if spec is ORDERS:
-                yield dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta)
-        if item.status in (batch.HELD, batch.FAILED):
-            # the connection's current month carries the verdict: that is where its next data lands
-            partition = str(partition_key(result.connection_id, datetime.now(UTC).date()))
-            mark_partition_failed(context, warehouse_key(spec), partition)
-            yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
+                yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
 
 
 def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult], what: str) -> None:
@@ -140,9 +195,9 @@ def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult
         )
 
 
-# Generators: each connection's events are written as its work completes, and they stay written
-# when the op fails at the end for another connection (events logged with context.log_event after
-# the last yield are dropped when the op raises).
+# Generators: events are written as the work completes (materializations in batches), and they
+# stay written when the op fails at the end for another connection (events logged with
+# context.log_event after the last yield are dropped when the op raises).
 @dg.op(out={}, description="Loads the configured days of a batch of connections: land, gate and merge, per connection.")
 def load_connections(
     context: dg.OpExecutionContext, config: DailyLoadConfig, rutter: RutterResource, warehouse: WarehouseResource
@@ -158,10 +213,15 @@ def load_connections(
             entities=config.entities, tolerance=settings.reject_tolerance,
         )  # fmt: skip
 
+    trigger = context.run.tags.get("rutter/trigger", "manual")
+    before = load_log.troubled_months(loader.url, config.connections, start, end)
+    buffer = MaterializationBuffer(context)
     results = []
     for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _load_events(context, result, context.run.tags.get("rutter/trigger", "manual"))
+        yield from _load_events(context, result, trigger, buffer)
         results.append(result)
+    yield from buffer.flush()
+    yield from _recovered(before, load_log.troubled_months(loader.url, config.connections, start, end), results)
     _finish(context, results, f"daily load {start}..{end}")
 
 
@@ -178,10 +238,12 @@ def sync_connections(
             lag_minutes=settings.incremental_lag_minutes, tolerance=settings.reject_tolerance,
         )  # fmt: skip
 
+    buffer = MaterializationBuffer(context)
     results = []
     for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _sync_events(context, result, settings.history_start)
+        yield from _sync_events(result, settings.history_start, buffer)
         results.append(result)
+    yield from buffer.flush()
     _finish(context, results, "incremental sync")
 
 

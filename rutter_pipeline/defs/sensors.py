@@ -24,7 +24,7 @@ from rutter_pipeline.defs.batches import (
     incremental_sync_job,
 )
 from rutter_pipeline.defs.jobs import ingest_job
-from rutter_pipeline.defs.partitions import CONNECTIONS
+from rutter_pipeline.defs.partitions import CONNECTIONS, month_end
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.settings import Settings
@@ -51,9 +51,10 @@ def _today() -> date:
 
 
 def months_before(day: date, months: int) -> date:
-    """The same day ``months`` calendar months earlier (the 28th at most, so every month has it)."""
+    """The same day ``months`` calendar months earlier (the month's last day when it is shorter)."""
     total = day.year * 12 + day.month - 1 - months
-    return date(total // 12, total % 12 + 1, min(day.day, 28))
+    first = date(total // 12, total % 12 + 1, 1)
+    return min(first + timedelta(days=day.day - 1), month_end(first))
 
 
 def gap_start_day(url: str, registry: ConnectionRegistry, connection_id: str) -> date | None:
@@ -74,10 +75,13 @@ def older_range(
 ) -> tuple[date, date]:
     """The days a HISTORICAL_UPDATE made readable: from its ``xMonthsAgo`` up to where what we hold
     already reaches. That is the earlier of two safe bounds: the previous announcement's reach (for
-    the first one, the day the initial sync finished), and the day before the oldest loaded day
-    with records (older days were empty when loaded: not served yet, or truly empty)."""
+    the first one, the day the initial sync finished), and the oldest loaded day with records (older
+    days were empty when loaded: not served yet, or truly empty). Rutter's batch boundaries fall
+    inside a day, so both boundary days are read again, and the start is counted from the day of
+    the announcement, a day earlier still (it may have been received before midnight)."""
     months = lifecycle.announced_months(detail)
-    start = max(history_start, months_before(today, months)) if months else history_start
+    announced = min(today, date.fromisoformat(detail["announced_on"])) if detail.get("announced_on") else today
+    start = max(history_start, months_before(announced, months) - timedelta(days=1)) if months else history_start
     previous = int(detail.get("previous_months") or 0)
     if previous:
         end = months_before(today, previous)
@@ -86,7 +90,7 @@ def older_range(
     else:
         end = today
     if first_with_records:
-        end = min(end, first_with_records - timedelta(days=1))
+        end = min(end, first_with_records)
     return start, max(start, min(end, today))
 
 

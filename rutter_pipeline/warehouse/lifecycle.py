@@ -155,10 +155,14 @@ def step(
 def _initial(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
     if state == "pending":
         ready_on = signal.received_at.astimezone(UTC).date().isoformat() if signal.received_at else memory.ready_on
-        return "ready", replace(memory, initial_done=True, history_requested=True, ready_on=ready_on), [
-            ("add_partition", {}),
-            ("backfill_history", {}),
-        ]
+        return (
+            "ready",
+            replace(memory, initial_done=True, history_requested=True, ready_on=ready_on),
+            [
+                ("add_partition", {}),
+                ("backfill_history", {}),
+            ],
+        )
     if state in PAUSED:
         decisions: list[tuple[str, dict]] = [] if memory.initial_done else [("add_partition", {})]
         if signal.kind == "historical" and memory.history_requested:
@@ -182,7 +186,13 @@ def _announced(memory: Memory, signal: Signal) -> tuple[Memory, dict]:
     the initial sync finished) and this one are new, so only those are loaded again.
     """
     months = announced_months(signal.detail)
-    detail = {**signal.detail, "previous_months": memory.history_months, "ready_on": memory.ready_on}
+    announced_on = signal.received_at.astimezone(UTC).date().isoformat() if signal.received_at else None
+    detail = {
+        **signal.detail,
+        "previous_months": memory.history_months,
+        "ready_on": memory.ready_on,
+        "announced_on": announced_on,
+    }
     return replace(memory, history_months=max(memory.history_months, months)), detail
 
 

@@ -211,6 +211,25 @@ def last_loaded_day(url: str, connection_id: str, entity: str = "orders") -> dat
     return row[0] if row else None
 
 
+def troubled_months(url: str, connection_ids: Sequence[str], start: date, end: date) -> set[tuple[str, str, date]]:
+    """(connection, entity, first day of month) of the months around [start, end] with a day not loaded.
+
+    One grouped query for a whole batch: a batched run asks it before and after its work, and
+    reports a passing check only for the months it set right (see defs/batches.py).
+    """
+    first = start.replace(day=1)
+    last = (end.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    with _connected(url) as conn:
+        rows = conn.execute(
+            """
+            SELECT DISTINCT connection_id, entity, date_trunc('month', day)::date FROM rutter.load_log
+            WHERE connection_id = ANY(%s::text[]) AND day BETWEEN %s AND %s AND status <> 'loaded'
+            """,
+            (list(connection_ids), first, last),
+        ).fetchall()
+    return {(c, e, m) for c, e, m in rows}
+
+
 def first_day_with_records(url: str, connection_id: str, entity: str = "orders") -> date | None:
     """The oldest loaded day that had records, or None: where the history Rutter served so far begins."""
     with _connected(url) as conn:

@@ -13,6 +13,7 @@ from rutter_pipeline.defs.partitions import ingest_partitions
 from rutter_pipeline.defs.resources import resources_from_env
 from rutter_pipeline.defs.sensors import run_failure_alert_sensor
 from rutter_pipeline.entities import ORDERS, PRODUCTS
+from rutter_pipeline.rutter.windows import day_window_ms
 from rutter_pipeline.warehouse import load_log
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.warehouse.sync_state import get_watermark
@@ -35,7 +36,12 @@ def three_connections(pipeline: Pipeline, instance_factory):
     changed = pipeline.sandbox.control.create_connection(orders_per_day=8, history_days=20)
     registry.add(changed["connection_id"], changed["access_token"])
     ids = [pipeline.connection_id, revoked["connection_id"], changed["connection_id"]]
-    return ids, instance_factory(ids)
+    return ids, revoked["access_token"], instance_factory(ids)
+
+
+def truth_of(pipeline: Pipeline, connection_id: str, day) -> list[dict]:
+    lo, hi = day_window_ms(day)
+    return pipeline.sandbox.control.ground_truth("orders", connection_id, created_at_min=lo, created_at_max=hi)
 
 
 def orders_of(url: str, connection_id: str) -> int:
@@ -48,7 +54,7 @@ def orders_of(url: str, connection_id: str) -> int:
 def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible_as_failed(
     pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (good, revoked, changed), instance = three_connections(pipeline, instance_factory)
+    (good, revoked, changed), revoked_token, instance = three_connections(pipeline, instance_factory)
     day = pipeline.today - timedelta(days=2)
     pipeline.sandbox.control.mutate(connection_id=changed, entity="orders", day=day, kind="drop_field", field="status")
     assert pipeline.truth(ORDERS, day), "no orders that day: the test proves nothing"
@@ -78,11 +84,12 @@ def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible
 
     # Their checks fail on their own partitions: a fetch error on <entity>_loaded, the schema change
     # on the blocking orders_schema (its products loaded: a gate holds one entity, not the merchant).
+    # A partition that never failed gets no verdict from a batch (nothing to clear).
     verdicts = {(c.asset_key, c.check_name, c.partition): c.passed for c in result.get_asset_check_evaluations()}
-    assert verdicts[(warehouse_key(ORDERS), loaded_check_name(ORDERS), good_partition)] is True
     assert verdicts[(warehouse_key(ORDERS), loaded_check_name(ORDERS), pipeline.partition(day, revoked))] is False
     assert verdicts[(landing_key(ORDERS), schema_check_name(ORDERS), pipeline.partition(day, changed))] is False
-    assert verdicts[(warehouse_key(PRODUCTS), loaded_check_name(PRODUCTS), pipeline.partition(day, changed))] is True
+    assert all(key[2] in (pipeline.partition(day, revoked), pipeline.partition(day, changed)) for key in verdicts)
+    assert not any(verdicts.values())
 
     # In the partition matrix the failing connections' months are red, the good one's green.
     status = get_and_update_asset_status_cache_value(instance, warehouse_key(ORDERS), ingest_partitions())
@@ -117,11 +124,24 @@ def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible
     assert revoked in alert and changed in alert and "orders_schema" in alert
     assert "not-a-token-rutter-knows" not in alert
 
+    # Fixed at Rutter (a valid token again, the schema back): the next batch clears both months.
+    ConnectionRegistry(pipeline.warehouse_url).add(revoked, revoked_token)
+    pipeline.sandbox.control.clear_mutations(changed)
+    again = run(daily_load_job, daily_run_config([good, revoked, changed], day), instance)
+    assert again.success
+    cleared = {(c.asset_key, c.check_name, c.partition): c.passed for c in again.get_asset_check_evaluations()}
+    assert cleared[(warehouse_key(ORDERS), loaded_check_name(ORDERS), pipeline.partition(day, revoked))] is True
+    assert cleared[(landing_key(ORDERS), schema_check_name(ORDERS), pipeline.partition(day, changed))] is True
+    assert good_partition not in {key[2] for key in cleared}
+    status = get_and_update_asset_status_cache_value(instance, warehouse_key(ORDERS), partitions_def)
+    assert not set(status.deserialize_failed_partition_subsets(partitions_def).get_partition_keys())
+    assert orders_of(pipeline.warehouse_url, revoked) == len(truth_of(pipeline, revoked, day))
+
 
 def test_an_incremental_batch_advances_only_the_watermarks_of_connections_that_synced(
     pipeline: Pipeline, instance_factory
 ) -> None:
-    (good, revoked, changed), instance = three_connections(pipeline, instance_factory)
+    (good, revoked, changed), _, instance = three_connections(pipeline, instance_factory)
     registry = ConnectionRegistry(pipeline.warehouse_url)
     day = pipeline.today - timedelta(days=1)
     # Load a day for the two connections Rutter still accepts (that sets their first watermark), then

@@ -129,7 +129,12 @@ def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbo
         (
             "backfill_older",
             None,
-            {"entities_included_to_time_range": RANGES, "previous_months": 0, "ready_on": ready_on},
+            {
+                "entities_included_to_time_range": RANGES,
+                "previous_months": 0,
+                "ready_on": ready_on,
+                "announced_on": ready_on,
+            },
         )
     ]
     # the next batch reaches further back: only the months beyond the previous announcement are new
@@ -138,7 +143,12 @@ def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbo
         (
             "backfill_older",
             None,
-            {"entities_included_to_time_range": further, "previous_months": 3, "ready_on": ready_on},
+            {
+                "entities_included_to_time_range": further,
+                "previous_months": 3,
+                "ready_on": ready_on,
+                "announced_on": ready_on,
+            },
         )
     ]
     # before INITIAL_UPDATE arrived (reordered), it proves the initial sync done
@@ -220,7 +230,12 @@ def test_a_historical_update_while_paused_is_asked_for_on_resume(warehouse: str,
         (
             "backfill_older",
             None,
-            {"entities_included_to_time_range": RANGES, "previous_months": 0, "ready_on": ready_on},
+            {
+                "entities_included_to_time_range": RANGES,
+                "previous_months": 0,
+                "ready_on": ready_on,
+                "announced_on": ready_on,
+            },
         ),
     ]
     inbox.apply("CONNECTION_NEEDS_UPDATE", update_url="x")
@@ -307,7 +322,8 @@ def test_apply_status_follows_the_sandbox(warehouse: str, sandbox: SandboxHandle
     assert poll() == []
     control.advance(60)  # batch 2 of 2 completes
     older = [{"platformEntity": "ORDERS", "xMonthsAgo": 3}, {"platformEntity": "TRANSACTIONS", "xMonthsAgo": 3}]
-    detail = {"batches_completed": 2, "entities_included_to_time_range": older, "previous_months": 0, "ready_on": None}
+    detail = {"batches_completed": 2, "entities_included_to_time_range": older}
+    detail |= {"previous_months": 0, "ready_on": None, "announced_on": None}
     assert poll() == [("backfill_older", None, detail)]
     assert poll() == []
     control.action(cid, "needs_update")
