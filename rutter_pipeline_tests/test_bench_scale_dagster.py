@@ -25,18 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 N = 3
 
 
-def leftover_processes() -> list[str]:
-    """Processes started for a benchmark instance (the webserver and its code server carry its DAGSTER_HOME)."""
+def leftover_processes(tmp: Path) -> list[str]:
+    """Processes of the benchmark's instance under ``tmp`` (its webserver and code server carry its DAGSTER_HOME).
+
+    Only this test's: a benchmark running meanwhile on the same machine is not touched.
+    """
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if "bench-scale-" in proc.environ().get("DAGSTER_HOME", "") and proc.pid != os.getpid():
+            if proc.environ().get("DAGSTER_HOME", "").startswith(str(tmp)) and proc.pid != os.getpid():
                 found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])}")
                 proc.kill()
     return found
 
 
-def test_scale_benchmark_reports_every_figure(pg_server_url: str) -> None:
+def test_scale_benchmark_reports_every_figure(pg_server_url: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -51,6 +54,7 @@ def test_scale_benchmark_reports_every_figure(pg_server_url: str) -> None:
             pg_server_url,
         ],
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its working folder (DAGSTER_HOME) goes under tmp_path
         capture_output=True,
         text=True,
         timeout=170,
@@ -109,4 +113,4 @@ def test_scale_benchmark_reports_every_figure(pg_server_url: str) -> None:
     with psycopg.connect(pg_server_url) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname = %s", (f"bench_scale_{N}",)).fetchall()
     assert left == []
-    assert leftover_processes() == []
+    assert leftover_processes(tmp_path) == []
