@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,11 +33,11 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_ingest import DEFAULT_ORDERS_PER_DAY, NOW  # noqa: E402
+from bench_stack import dagster_home_env  # noqa: E402
 from ingest_phases import iter_pages  # noqa: E402
 
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
 from rutter_pipeline.sandbox import SandboxConfig, run_sandbox  # noqa: E402
-from rutter_pipeline.stack import event_batch_size, psycopg2_url  # noqa: E402
 from rutter_pipeline.warehouse.embedded import (  # noqa: E402
     drop_database,
     ensure_database,
@@ -101,24 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: the sandbox generates every day once, untimed, as in bench_ingest.
         served = sum(len(records) for records, _ in iter_pages(job))
 
-        home = work / "dagster_home"
-        home.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_URL": psycopg2_url(dagster_url),
-            "WAREHOUSE_URL": warehouse_url,
-            "RUTTER_BASE_URL": sandbox.base_url,
-            "RUTTER_CLIENT_ID": sandbox.client_id,
-            "RUTTER_CLIENT_SECRET": sandbox.client_secret,
-            "RUTTER_HISTORY_START": (first_day - timedelta(days=1)).isoformat(),
-            "RUTTER_MAX_REQUESTS_PER_10S": "1000000",
-            "RUTTER_PIPELINE_COMPUTE_LOGS": str(work / "compute_logs"),
-            # no incremental sync may start in the middle of the measurement
-            "RUTTER_INCREMENTAL_CRON": "0 0 1 1 *",
-            # as the stack environment of `rutter-pipeline dev` sets it
-            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
-        }
+        env = dagster_home_env(work, dagster_url, warehouse_url, sandbox, first_day - timedelta(days=1))
         os.environ.update(env)
         result = run_backfill(conn["connection_id"], conn["access_token"], first_day, last_day, args.timeout, stack)
 

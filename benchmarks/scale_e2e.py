@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,6 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION = "rutter_pipeline.definitions"  # what `dagster-daemon run -m rutter_pipeline.definitions` names it
 REPOSITORY = "__repository__"
-NEVER_CRON = "0 0 1 1 *"
 DAILY_TICK = dt_time(0, 14)  # just before daily_ingest_schedule's 00:15 UTC
 LAUNCHED = {"STARTING", "STARTED", "SUCCESS", "FAILURE", "CANCELING", "CANCELED"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -165,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_stack import dagster_home_env
+
     from rutter_pipeline.sandbox import SandboxConfig, run_sandbox
     from rutter_pipeline.settings import Settings
-    from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import (
         drop_database,
         ensure_database,
@@ -204,24 +204,11 @@ def run(args: argparse.Namespace) -> dict:
         now = control.now()
         yesterday = now.date() - timedelta(days=1)
 
-        home = work / "dagster_home"
-        home.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_URL": psycopg2_url(dagster_url),
-            "WAREHOUSE_URL": warehouse_url,
-            "RUTTER_BASE_URL": sandbox.base_url,
-            "RUTTER_CLIENT_ID": sandbox.client_id,
-            "RUTTER_CLIENT_SECRET": sandbox.client_secret,
-            "RUTTER_HISTORY_START": (now.date() - timedelta(days=args.history_days + 1)).replace(day=1).isoformat(),
-            "RUTTER_MAX_REQUESTS_PER_10S": "1000000",
-            "RUTTER_PIPELINE_COMPUTE_LOGS": str(work / "compute_logs"),
-            "RUTTER_INCREMENTAL_CRON": NEVER_CRON,
-            "RUTTER_SENSOR_INTERVAL_SECONDS": "5",
-            "RUTTER_WEBHOOK_DEBOUNCE_SECONDS": "3600",  # data webhooks of phase c start no syncs meanwhile
-            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
-        }
+        history_start = (now.date() - timedelta(days=args.history_days + 1)).replace(day=1)
+        env = dagster_home_env(work, dagster_url, warehouse_url, sandbox, history_start)
+        home = Path(env["DAGSTER_HOME"])
+        env["RUTTER_SENSOR_INTERVAL_SECONDS"] = "5"
+        env["RUTTER_WEBHOOK_DEBOUNCE_SECONDS"] = "3600"  # data webhooks of phase c start no syncs meanwhile
         os.environ.update(env)
         migrate(warehouse_url)
         register(work / "connections.csv", conns)

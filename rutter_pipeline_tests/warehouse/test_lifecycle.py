@@ -25,6 +25,16 @@ TOKEN = "access-sandbox-0b1c2d3e-33f8-452c-a685-8671031fc0f6"
 RANGES = [{"platformEntity": "ORDERS", "xMonthsAgo": 3}]
 
 
+def older(ranges: list[dict], *, previous_months: int, on: str) -> dict:
+    """A backfill_older decision's detail: the announced ranges, the reach before them, and when."""
+    return {
+        "entities_included_to_time_range": ranges,
+        "previous_months": previous_months,
+        "ready_on": on,
+        "announced_on": on,
+    }
+
+
 class Inbox:
     """Stores webhooks the way the receiver does and hands back the stored events."""
 
@@ -129,12 +139,7 @@ def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbo
         (
             "backfill_older",
             None,
-            {
-                "entities_included_to_time_range": RANGES,
-                "previous_months": 0,
-                "ready_on": ready_on,
-                "announced_on": ready_on,
-            },
+            older(RANGES, previous_months=0, on=ready_on),
         )
     ]
     # the next batch reaches further back: only the months beyond the previous announcement are new
@@ -143,12 +148,7 @@ def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbo
         (
             "backfill_older",
             None,
-            {
-                "entities_included_to_time_range": further,
-                "previous_months": 3,
-                "ready_on": ready_on,
-                "announced_on": ready_on,
-            },
+            older(further, previous_months=3, on=ready_on),
         )
     ]
     # before INITIAL_UPDATE arrived (reordered), it proves the initial sync done
@@ -230,12 +230,7 @@ def test_a_historical_update_while_paused_is_asked_for_on_resume(warehouse: str,
         (
             "backfill_older",
             None,
-            {
-                "entities_included_to_time_range": RANGES,
-                "previous_months": 0,
-                "ready_on": ready_on,
-                "announced_on": ready_on,
-            },
+            older(RANGES, previous_months=0, on=ready_on),
         ),
     ]
     inbox.apply("CONNECTION_NEEDS_UPDATE", update_url="x")

@@ -1,0 +1,37 @@
+"""The environment the daemon-driven benchmarks give their Dagster home (bench_backfill, scale_e2e).
+
+One place, so that both measure the stack as ``rutter-pipeline dev`` runs it: the project's
+``dagster.yaml`` on PostgreSQL storage, events written in batches, the client's rate limit out of
+the way (the sandbox is the only API), and no incremental sync starting in the middle of a timing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+from rutter_pipeline.stack import event_batch_size, psycopg2_url
+
+ROOT = Path(__file__).resolve().parent.parent
+NEVER_CRON = "0 0 1 1 *"
+
+
+def dagster_home_env(work: Path, dagster_url: str, warehouse_url: str, sandbox, history_start: date) -> dict[str, str]:
+    """A fresh Dagster home under ``work`` with the project's dagster.yaml, and the variables to use it."""
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": psycopg2_url(dagster_url),
+        "WAREHOUSE_URL": warehouse_url,
+        "RUTTER_BASE_URL": sandbox.base_url,
+        "RUTTER_CLIENT_ID": sandbox.client_id,
+        "RUTTER_CLIENT_SECRET": sandbox.client_secret,
+        "RUTTER_HISTORY_START": history_start.isoformat(),
+        "RUTTER_MAX_REQUESTS_PER_10S": "1000000",
+        "RUTTER_PIPELINE_COMPUTE_LOGS": str(work / "compute_logs"),
+        "RUTTER_INCREMENTAL_CRON": NEVER_CRON,
+        "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
+    }
