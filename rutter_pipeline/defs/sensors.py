@@ -9,6 +9,7 @@ simply gets no runs (the schedules skip it, too).
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -29,7 +30,7 @@ from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import inbox, lifecycle, load_log
-from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry
+from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, ConnectionRow
 
 PAUSED_STATES = ("needs_update", "disabled")
 
@@ -181,18 +182,23 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
     url = warehouse.resolved_url
     registry = warehouse.registry()
     client = rutter.client()
+    tick = str(int(time.time()))
+    found = [
+        ConnectionRow(item["id"], item["access_token"], item.get("platform"))
+        for item in client.list_connections()
+        if item.get("id") and item.get("access_token")
+    ]
+    registry.add_pending(found)  # one transaction for the connections seen for the first time
+    # Rutter's status, fetched on a few threads sharing the client's rate limiter.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="status") as pool:
+        bodies = pool.map(lambda row: client.connection_status(row.access_token), found)
+        statuses = {row.connection_id: body for row, body in zip(found, bodies, strict=True)}
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
-    tick = str(int(time.time()))
-    known = {c.connection_id for c in registry.list()}
-    for item in client.list_connections():
-        connection_id, token = item.get("id"), item.get("access_token")
-        if not connection_id or not token:
-            continue
-        if connection_id not in known:
-            registry.add(connection_id, token, platform=item.get("platform"), state="pending")
-        status = client.connection_status(token)
-        for decision in lifecycle.apply_status(url, connection_id, status):
+    for connection_id in lifecycle.changed_by_status(url, statuses):
+        if len(runs) >= MAX_RUNS_PER_TICK - 6:
+            break  # the rest is applied on the next tick: their status will still say the same
+        for decision in lifecycle.apply_status(url, connection_id, statuses[connection_id]):
             new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"poll{tick}")
             runs += new_runs
             partitions += [p for p in new_partitions if p not in partitions]

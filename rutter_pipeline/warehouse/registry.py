@@ -237,6 +237,31 @@ class ConnectionRegistry:
         )
         return result
 
+    def add_pending(self, rows: Sequence[ConnectionRow], cause: str = "found by the status poll") -> builtins.list[str]:
+        """Register connections not yet known as 'pending', in one transaction; return those added.
+
+        For the status poll, which finds a whole org's connections at once: known ones are left as
+        they are (their state is the lifecycle's), so a repeated call adds nothing.
+        """
+        if not rows:
+            return []
+        with self._transaction() as conn:
+            added = [
+                r["connection_id"]
+                for r in conn.execute(
+                    "INSERT INTO rutter.connections (connection_id, access_token, platform, state, last_event_at) "
+                    "SELECT i, t, p, 'pending', now() FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(i, t, p) "
+                    "ON CONFLICT (connection_id) DO NOTHING RETURNING connection_id",
+                    ([r.connection_id for r in rows], [r.access_token for r in rows], [r.platform for r in rows]),
+                )
+            ]
+            conn.execute(
+                "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) "
+                "SELECT i, NULL, 'pending', %s FROM unnest(%s::text[]) AS u(i)",
+                (cause, added),
+            )
+        return added
+
     def get(self, connection_id: str) -> Connection:
         with self._transaction() as conn:
             row = conn.execute(

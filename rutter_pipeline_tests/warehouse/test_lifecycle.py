@@ -311,9 +311,14 @@ def test_apply_status_follows_the_sandbox(warehouse: str, sandbox: SandboxHandle
     def poll() -> list[tuple[str, str | None, dict]]:
         return kinds(apply_status(warehouse, cid, client.connection_status(token)))
 
+    def changes() -> list[str]:  # what the poll sensor applies: only connections a status changes
+        return lifecycle.changed_by_status(warehouse, {cid: client.connection_status(token)})
+
     assert poll() == []  # initial sync still running
     control.advance(31)
+    assert changes() == [cid]
     assert poll() == [("add_partition", None, {}), ("backfill_history", None, {})]
+    assert changes() == []
     assert poll() == []
     control.advance(60)  # batch 2 of 2 completes
     older = [{"platformEntity": "ORDERS", "xMonthsAgo": 3}, {"platformEntity": "TRANSACTIONS", "xMonthsAgo": 3}]

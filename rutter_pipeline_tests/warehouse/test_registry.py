@@ -7,7 +7,7 @@ import logging
 import psycopg
 import pytest
 
-from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRemoved, UnknownConnection
+from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRemoved, ConnectionRow, UnknownConnection
 
 pytestmark = pytest.mark.postgres
 
@@ -89,3 +89,19 @@ def test_the_token_never_shows(warehouse: str, caplog: pytest.LogCaptureFixture)
         texts.append(str(exc))
     assert "c1" in texts[0]
     assert all(TOKEN not in t for t in texts)
+
+
+def test_add_pending_registers_only_new_connections_once(warehouse: str) -> None:
+    """What the status poll finds: new ones pending, known ones left in their lifecycle state."""
+    registry = ConnectionRegistry(warehouse)
+    registry.add("known", "tok-known")  # ready
+    rows = [
+        ConnectionRow("known", "other-token"),
+        ConnectionRow("new-1", "tok-1", "SHOPIFY"),
+        ConnectionRow("new-2", "tok-2"),
+    ]
+    assert registry.add_pending(rows) == ["new-1", "new-2"]
+    assert registry.add_pending(rows) == []
+    assert registry.get("known").state == "ready" and registry.access_token("known") == "tok-known"
+    assert registry.get("new-1").state == "pending" and registry.get("new-1").platform == "SHOPIFY"
+    assert [(h["from_state"], h["to_state"]) for h in registry.history("new-2")] == [(None, "pending")]
