@@ -3,8 +3,9 @@
 Thin wiring over ``rutter_pipeline.batch``: a run names its connections in run config, works on
 them concurrently in one process, and reports each connection's outcome where a data engineer looks
 for it: a materialization of every (connection, month) partition it changed, with that
-partition's own counts; a check result per partition (``<entity>_schema`` for the gate,
-``<entity>_loaded`` for fetch and merge errors); and, when any connection failed, a failed run whose
+partition's own counts; for a daily load, a failed check and a red partition where a connection
+failed (``<entity>_schema`` for the gate, ``<entity>_loaded`` for fetch and merge errors) and a
+passing check where a month was set right; and, when any connection failed, a failed run whose
 message names them (the alert sensor pages with it). The other connections' loads are committed
 and reported either way.
 """
@@ -12,7 +13,7 @@ and reported either way.
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, timedelta
 
 import dagster as dg
@@ -41,9 +42,9 @@ class IncrementalSyncConfig(dg.Config):
     entities: list[str] = list(ENTITIES)
 
 
-def _months(days: object) -> dict[date, list[date]]:
+def _months(days: Iterable[date]) -> dict[date, list[date]]:
     by_month: dict[date, list[date]] = defaultdict(list)
-    for day in sorted(days):  # type: ignore[call-overload]
+    for day in sorted(days):
         by_month[month_start(day)].append(day)
     return by_month
 
