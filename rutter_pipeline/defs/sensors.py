@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from rutter_pipeline.alerts import send_alert
-from rutter_pipeline.defs.backfills import range_run_requests
+from rutter_pipeline.defs.backfills import month_chunks, range_run_requests
 from rutter_pipeline.defs.batches import (
     batch_key,
     batch_tags,
@@ -124,6 +124,13 @@ def decision_requests(
     return [], []
 
 
+def run_budget(settings: Settings) -> int:
+    """Runs a tick may still ask for before one more lifecycle decision could pass MAX_RUNS_PER_TICK:
+    the most one decision asks for is a whole history's range runs plus an incremental catch-up."""
+    most = len(month_chunks(settings.history_start, _today(), settings.backfill_months_per_run)) + 1
+    return max(1, MAX_RUNS_PER_TICK - most)
+
+
 def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: str) -> dg.SensorResult:
     known = set(instance.get_dynamic_partitions(CONNECTIONS.name))
     new = [p for p in partitions if p not in known]
@@ -151,12 +158,13 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
         return dg.SkipReason("no new webhook events")
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
+    budget = run_budget(settings)
     cursor = after
     for event in events:
         if not event.code.startswith(DATA_PREFIXES):  # data events are the data_webhook_sensor's
             # A state change is committed with its event; the budget is checked before applying
             # one, so the event that would overflow it waits for the next tick, unapplied.
-            if len(runs) >= MAX_RUNS_PER_TICK - 6:
+            if len(runs) >= budget:
                 break
             decisions = lifecycle.apply_event(url, event)
             for decision in decisions:
@@ -195,8 +203,9 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
         statuses = {row.connection_id: body for row, body in zip(found, bodies, strict=True)}
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
+    budget = run_budget(settings)
     for connection_id in lifecycle.changed_by_status(url, statuses):
-        if len(runs) >= MAX_RUNS_PER_TICK - 6:
+        if len(runs) >= budget:
             break  # the rest is applied on the next tick: their status will still say the same
         for decision in lifecycle.apply_status(url, connection_id, statuses[connection_id]):
             new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"poll{tick}")
