@@ -135,3 +135,37 @@ def test_rendered_migration_declares_its_dependency() -> None:
     text = ddl.render_migration(["CREATE TABLE rutter.x (a text)"], "0003_marts", "why")
     assert text.splitlines()[:2] == ["-- why", "-- depends: 0003_marts"]
     assert text.rstrip().endswith("CREATE TABLE rutter.x (a text);")
+
+
+def test_an_upgraded_warehouse_keeps_every_row_and_gets_its_coverage_from_the_landing(pg_url: str) -> None:
+    """Upgrading from the day x connection shape: 0005 adds rutter.load_log, filled from what was landed."""
+    from yoyo import get_backend, read_migrations
+
+    from rutter_pipeline.warehouse.migrations import MIGRATIONS_DIR
+
+    backend = get_backend(yoyo_url(pg_url))
+    try:
+        older = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0005")
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(older))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO landing.batches (entity, connection_id, partition_date, run_id, record_count, passed) VALUES "
+            "('orders', 'c1', '2026-11-01', 'r1', 5, true), ('orders', 'c1', '2026-11-02', 'r1', 0, true), "
+            "('orders', 'c1', '2026-11-03', 'r2', 7, false)"
+        )
+        conn.execute(
+            "INSERT INTO rutter.rejects (entity, connection_id, partition_date, record, errors, run_id) "
+            "VALUES ('orders', 'c1', '2026-11-01', '{}', '[]', 'r1')"
+        )
+        before = conn.execute("SELECT count(*) FROM landing.batches").fetchone()
+    assert migrate(pg_url) == ["0005_load_log"]
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT day::text, status, records, landed, rejected FROM rutter.load_log ORDER BY day"
+        ).fetchall()
+        assert conn.execute("SELECT count(*) FROM landing.batches").fetchone() == before
+    # the day whose landing failed its check is not claimed loaded
+    assert rows == [("2026-11-01", "loaded", 6, 5, 1), ("2026-11-02", "loaded", 0, 0, 0)]
