@@ -33,7 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_ingest import DEFAULT_ORDERS_PER_DAY, NOW  # noqa: E402
-from bench_stack import dagster_home_env  # noqa: E402
+from bench_stack import dagster_home_env, stop_code_servers  # noqa: E402
 from ingest_phases import iter_pages  # noqa: E402
 
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
@@ -127,28 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED: the warehouse does not hold what the sandbox served, or a run failed", file=sys.stderr)
         return 1
     return 0
-
-
-def stop_code_servers(home: Path, grace: float = 10) -> None:
-    """Stop the code servers the daemon started for this instance, which outlive it.
-
-    A daemon's code server stops 20 s after its last heartbeat, but only once it has seen its
-    launched runs' processes end, which it checks in the instance's storage; the benchmark drops
-    that database right after the backfill, and the server then waited forever (seen after every
-    full-size run). They are found by the instance folder named in their command line.
-    """
-    import psutil
-
-    servers = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "grpc" in cmdline and str(home) in " ".join(cmdline):
-            servers.append(proc)
-    for proc in servers:
-        proc.terminate()
-    _, alive = psutil.wait_procs(servers, timeout=grace)
-    for proc in alive:
-        proc.kill()
 
 
 def run_backfill(connection_id: str, access_token: str, first_day, last_day, timeout: float, stack: ExitStack) -> dict:

@@ -1,4 +1,4 @@
-"""The environment the daemon-driven benchmarks give their Dagster home (bench_backfill, scale_e2e).
+"""What the daemon-driven benchmarks (bench_backfill, scale_e2e) share: their Dagster home, and its cleanup.
 
 One place, so that both measure the stack as ``rutter-pipeline dev`` runs it: the project's
 ``dagster.yaml`` on PostgreSQL storage, events written in batches, the client's rate limit out of
@@ -35,3 +35,25 @@ def dagster_home_env(work: Path, dagster_url: str, warehouse_url: str, sandbox, 
         "RUTTER_INCREMENTAL_CRON": NEVER_CRON,
         "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
     }
+
+
+def stop_code_servers(home: Path, grace: float = 10) -> None:
+    """Stop the code servers the daemon started for this instance, which outlive it.
+
+    A daemon's code server stops 20 s after its last heartbeat, but only once it has seen its
+    launched runs' processes end, which it checks in the instance's storage; the benchmark drops
+    that database right after the backfill, and the server then waited forever (seen after every
+    full-size run). They are found by the instance folder named in their command line.
+    """
+    import psutil
+
+    servers = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "grpc" in cmdline and str(home) in " ".join(cmdline):
+            servers.append(proc)
+    for proc in servers:
+        proc.terminate()
+    _, alive = psutil.wait_procs(servers, timeout=grace)
+    for proc in alive:
+        proc.kill()

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_stack import dagster_home_env
+    from bench_stack import dagster_home_env, stop_code_servers
 
     from rutter_pipeline.sandbox import SandboxConfig, run_sandbox
     from rutter_pipeline.settings import Settings
@@ -423,20 +423,6 @@ def register(path: Path, conns: list[dict]) -> None:
     done = subprocess.run([str(cli), "connections", "import", str(path)], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"connections import failed: {done.stderr[-2000:]}")
-
-
-def stop_code_servers(home: Path, grace: float = 10) -> None:
-    """Stop the code servers the daemon started (they outlive it; see bench_backfill.stop_code_servers)."""
-    servers = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "grpc" in cmdline and str(home) in " ".join(cmdline):
-            servers.append(proc)
-    for proc in servers:
-        proc.terminate()
-    _, alive = psutil.wait_procs(servers, timeout=grace)
-    for proc in alive:
-        proc.kill()
 
 
 def _stop(proc: subprocess.Popen) -> None:
