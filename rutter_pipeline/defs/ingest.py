@@ -170,8 +170,8 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
     def warehouse_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         loader = warehouse.loader()
         totals: dict[str, int] = {}
+        run_id = context.run.run_id
         for scope in run_scopes(context, Settings.from_env()):
-            run_id = context.run.run_id
             stats = loader.merge(spec, scope.connection_id, scope.start, scope.end, run_id)
             load_log.record_merged(loader.url, spec.name, scope.connection_id, scope.start, scope.end, run_id)
             context.log.info("%s %s merged: %s", spec.name, scope, stats)

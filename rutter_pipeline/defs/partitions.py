@@ -115,9 +115,9 @@ def scopes_for(
 
     A month is clipped to ``[history_start, today]`` (the first month may start mid-month, the
     current one is not over), or to ``days`` when a run names them: days asked for by name are
-    loaded even past today's date here (Rutter's clock, not ours, decides what exists). A range run may cover several
-    connections (Dagster cuts ranges along the dimension with fewer keys), so an asset handles a
-    list of scopes, not one.
+    loaded even past today's date here (Rutter's clock, not ours, decides what exists). A range run
+    may cover several connections (Dagster cuts ranges along the dimension with fewer keys), so an
+    asset handles a list of scopes, not one.
     """
     today = today or _today()
     lower, upper = history_start, today

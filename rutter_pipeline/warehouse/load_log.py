@@ -217,15 +217,14 @@ def troubled_months(url: str, connection_ids: Sequence[str], start: date, end: d
     One grouped query for a whole batch: a batched run asks it before and after its work, and
     reports a passing check only for the months it set right (see defs/batches.py).
     """
-    first = start.replace(day=1)
-    last = (end.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     with _connected(url) as conn:
         rows = conn.execute(
             """
             SELECT DISTINCT connection_id, entity, date_trunc('month', day)::date FROM rutter.load_log
-            WHERE connection_id = ANY(%s::text[]) AND day BETWEEN %s AND %s AND status <> 'loaded'
+            WHERE connection_id = ANY(%s::text[]) AND status <> 'loaded'
+              AND day >= date_trunc('month', %s::date) AND day < date_trunc('month', %s::date) + interval '1 month'
             """,
-            (list(connection_ids), first, last),
+            (list(connection_ids), start, end),
         ).fetchall()
     return {(c, e, m) for c, e, m in rows}
 
