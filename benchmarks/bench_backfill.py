@@ -20,9 +20,7 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
@@ -33,17 +31,11 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_ingest import DEFAULT_ORDERS_PER_DAY, NOW  # noqa: E402
-from bench_stack import dagster_home_env, stop_code_servers  # noqa: E402
+from bench_stack import dagster_home_env, stop_code_servers, work_databases  # noqa: E402
 from ingest_phases import iter_pages  # noqa: E402
 
 from rutter_pipeline.rutter.windows import day_window_ms  # noqa: E402
 from rutter_pipeline.sandbox import SandboxConfig, run_sandbox  # noqa: E402
-from rutter_pipeline.warehouse.embedded import (  # noqa: E402
-    drop_database,
-    ensure_database,
-    start_embedded_postgres,
-    stop_embedded_postgres,
-)
 
 LAUNCH_BACKFILL = """
 mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
@@ -63,18 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-backfill-")))
-        server = args.pg_url or start_embedded_postgres(work / "pg", persistent=False)
-        if not args.pg_url:
-            # Stopped here, before the temporary directory goes: pgserver's own stop runs at exit,
-            # when the data directory is already gone, and then left the server running.
-            stack.callback(stop_embedded_postgres, work / "pg")
-        suffix = uuid.uuid4().hex[:8]
-        warehouse_url = ensure_database(server, f"bench_warehouse_{suffix}")
-        dagster_url = ensure_database(server, f"bench_dagster_{suffix}")
-        if not args.keep:  # registered first, so they are dropped after the daemon and the instance are gone
-            for name in (f"bench_warehouse_{suffix}", f"bench_dagster_{suffix}"):
-                stack.callback(drop_database, server, name)
+        work, warehouse_url, dagster_url = work_databases(stack, "bench-backfill-", "bench", args.pg_url, args.keep)
         config = SandboxConfig(
             client_id="bench",
             client_secret="bench-secret",

@@ -8,6 +8,9 @@ the way (the sandbox is the only API), and no incremental sync starting in the m
 from __future__ import annotations
 
 import shutil
+import tempfile
+import uuid
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +18,37 @@ from rutter_pipeline.stack import event_batch_size, psycopg2_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER_CRON = "0 0 1 1 *"
+
+
+def work_databases(
+    stack: ExitStack, folder_prefix: str, name: str, pg_url: str | None, keep: bool
+) -> tuple[Path, str, str]:
+    """A work folder (``<folder_prefix>*``: the daemon's processes are found by it), and fresh
+    ``<name>_warehouse_*`` and ``<name>_dagster_*`` databases on ``pg_url`` or an embedded server.
+
+    Everything is undone when ``stack`` unwinds: the databases are dropped last (after the daemon
+    and the instance are gone) unless ``keep``; the embedded server stops before its folder goes
+    (pgserver's own stop runs at exit, when the data directory is already gone, and then left the
+    server running).
+    """
+    from rutter_pipeline.warehouse.embedded import (
+        drop_database,
+        ensure_database,
+        start_embedded_postgres,
+        stop_embedded_postgres,
+    )
+
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=folder_prefix)))
+    server = pg_url or start_embedded_postgres(work / "pg", persistent=False)
+    if not pg_url:
+        stack.callback(stop_embedded_postgres, work / "pg")
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"{name}_warehouse_{suffix}", f"{name}_dagster_{suffix}")
+    urls = [ensure_database(server, n) for n in names]
+    if not keep:  # registered first, so dropped after everything registered later has stopped
+        for n in names:
+            stack.callback(drop_database, server, n)
+    return work, urls[0], urls[1]
 
 
 def dagster_home_env(work: Path, dagster_url: str, warehouse_url: str, sandbox, history_start: date) -> dict[str, str]:

@@ -40,10 +40,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from contextlib import ExitStack, suppress
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
@@ -164,31 +162,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_stack import dagster_home_env, stop_code_servers
+    from bench_stack import dagster_home_env, stop_code_servers, work_databases
 
     from rutter_pipeline.sandbox import SandboxConfig, run_sandbox
     from rutter_pipeline.settings import Settings
-    from rutter_pipeline.warehouse.embedded import (
-        drop_database,
-        ensure_database,
-        start_embedded_postgres,
-        stop_embedded_postgres,
-    )
     from rutter_pipeline.warehouse.migrations import migrate
     from rutter_pipeline.webhooks.server import run_receiver
 
     n = args.connections
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-e2e-")))
-        server = args.pg_url or start_embedded_postgres(work / "pg", persistent=False)
-        if not args.pg_url:
-            stack.callback(stop_embedded_postgres, work / "pg")
-        suffix = uuid.uuid4().hex[:8]
-        warehouse_url = ensure_database(server, f"scale_warehouse_{suffix}")
-        dagster_url = ensure_database(server, f"scale_dagster_{suffix}")
-        if not args.keep:  # registered first: dropped after the daemon and everything else have stopped
-            for name in (f"scale_warehouse_{suffix}", f"scale_dagster_{suffix}"):
-                stack.callback(drop_database, server, name)
+        work, warehouse_url, dagster_url = work_databases(stack, "scale-e2e-", "scale", args.pg_url, args.keep)
 
         config = SandboxConfig(
             client_id="bench",
