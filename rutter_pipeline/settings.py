@@ -57,6 +57,22 @@ def _fraction_env(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _share_env(env: dict[str, str], name: str, default: float) -> float:
+    """A fraction of the rate limit: above 0 (a share of nothing would block forever), at most 1."""
+    value = _fraction_env(env, name, default)
+    if value == 0.0:
+        raise ValueError(f"{name} must be above 0, got 0")
+    return value
+
+
+def _currency_env(env: dict[str, str], name: str, default: str) -> str:
+    """An ISO 4217 code: three letters, upper-cased (marts.fx_rates accepts only that form)."""
+    raw = (env.get(name) or default).strip().upper()
+    if len(raw) != 3 or not raw.isascii() or not raw.isalpha():
+        raise ValueError(f"{name} must be a three-letter ISO 4217 code such as USD, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Values of the environment variables of DESIGN §4.1."""
@@ -71,6 +87,13 @@ class Settings:
     window_fragments: int = 3
     page_limit: int = 500
     max_requests_per_10s: int = 450
+    # Where the org's request log is shared (RUTTER_RATE_LIMIT_URL): a postgresql:// or redis:// URL,
+    # or "memory" for this process only. None shares it in the warehouse PostgreSQL.
+    rate_limit_url: str | None = field(default=None, repr=False)
+    # Part of the org limit that range loads (backfills, daily loads) may use, so incremental syncs
+    # always keep the rest; and part one connection may use, so one merchant cannot take all of it.
+    rate_limit_bulk_share: float = 0.7
+    rate_limit_connection_share: float = 0.5
     incremental_lag_minutes: int = 15
     # Share of a partition's records that may be rejected before its schema check fails (DESIGN §5.2).
     reject_tolerance: float = 0.0
@@ -83,6 +106,8 @@ class Settings:
     # Months of one connection per backfill range run (a UI backfill or a sensor's history backfill).
     backfill_months_per_run: int = 6
     sentry_dsn: str | None = field(default=None, repr=False)
+    # ISO 4217 code the underwriting marts convert into, with the rates users put in marts.fx_rates.
+    reporting_currency: str = "USD"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -106,6 +131,9 @@ class Settings:
             window_fragments=_int_env(env, "RUTTER_WINDOW_FRAGMENTS", 3),
             page_limit=page_limit,
             max_requests_per_10s=_int_env(env, "RUTTER_MAX_REQUESTS_PER_10S", 450),
+            rate_limit_url=env.get("RUTTER_RATE_LIMIT_URL") or None,
+            rate_limit_bulk_share=_share_env(env, "RUTTER_RATE_LIMIT_BULK_SHARE", 0.7),
+            rate_limit_connection_share=_share_env(env, "RUTTER_RATE_LIMIT_CONNECTION_SHARE", 0.5),
             incremental_lag_minutes=_int_env(env, "RUTTER_INCREMENTAL_LAG_MINUTES", 15),
             reject_tolerance=_fraction_env(env, "RUTTER_REJECT_TOLERANCE", 0.0),
             merge_workers=_int_env(env, "RUTTER_MERGE_WORKERS", 2),
@@ -113,6 +141,7 @@ class Settings:
             batch_workers=_int_env(env, "RUTTER_BATCH_WORKERS", 8),
             backfill_months_per_run=_int_env(env, "RUTTER_BACKFILL_MONTHS_PER_RUN", 6),
             sentry_dsn=env.get("SENTRY_DSN") or None,
+            reporting_currency=_currency_env(env, "RUTTER_REPORTING_CURRENCY", "USD"),
         )
 
     @property

@@ -11,6 +11,8 @@ pytest_plugins = [
 
 import pytest  # noqa: E402
 
+from rutter_pipeline.rutter.limiter import close_shared_limiters  # noqa: E402
+
 try:  # private to Dagster: the guard below goes quiet rather than break on a Dagster that moved it
     from dagster._core.storage.defs_state.base import _current_storage
 except ImportError:  # pragma: no cover
@@ -31,3 +33,11 @@ def _no_leaked_dagster_instance():
     if _current_storage is not None:
         after = _current_storage.get()
         assert after is before, "the test left a DagsterInstance entered (use build_*_context as a context manager)"
+
+
+@pytest.fixture(autouse=True)
+def _close_rate_limiters():
+    """Each test's clients share the rate limit in that test's own warehouse database (the default):
+    close the limiters after the test, so no pool or leak thread outlives the database it points at."""
+    yield
+    close_shared_limiters()

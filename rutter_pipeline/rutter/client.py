@@ -118,8 +118,11 @@ class RutterClient:
         limit: int | None = None,
         fragment: int = 0,
         cancel: threading.Event | None = None,
+        bulk: bool = False,
     ) -> Iterator[Page]:
         """Every page of a list endpoint for the given inclusive ms filters, until ``next_cursor`` is null.
+
+        ``bulk`` marks a range load, whose requests the rate limiter keeps to its bulk share.
 
         A generator: one page is requested only when the previous one has been consumed. Raises
         ``ProtocolError`` on a missing envelope or ``next_cursor`` key, a repeated cursor or a
@@ -150,7 +153,7 @@ class RutterClient:
         number = 0
         while True:
             request = params if cursor is None else {**params, "cursor": cursor}
-            payload, nbytes, elapsed = self._transport.get_json(spec.endpoint, request, cancel=cancel)
+            payload, nbytes, elapsed = self._transport.get_json(spec.endpoint, request, cancel=cancel, bulk=bulk)
             records, next_cursor = _page_parts(spec, payload, number)
             for field_name, low, high in bounds:
                 _check_window(spec, records, field_name, low, high)
@@ -190,7 +193,7 @@ class RutterClient:
             yield from self._iter_created_by_update(spec, access_token, start_ms, end_ms, force_fetch, limit)
             return
         windows = split_window(start_ms, end_ms, fragments or self.config.window_fragments)
-        yield from self._run_windows(spec, access_token, "created_at", windows, force_fetch, limit)
+        yield from self._run_windows(spec, access_token, "created_at", windows, force_fetch, limit, bulk=True)
 
     def iter_updated(
         self,
@@ -229,6 +232,7 @@ class RutterClient:
         windows: list[tuple[int, int]] | list[tuple[int, int | None]],
         force_fetch: bool,
         limit: int | None,
+        bulk: bool = False,
     ) -> Iterator[Page]:
         """Fetch each ``field_name`` window as one fragment (on threads when there are several)."""
         factories: list[StreamFactory] = [
@@ -236,7 +240,13 @@ class RutterClient:
                 self._fragment_stream,
                 spec,
                 access_token,
-                {f"{field_name}_min": a, f"{field_name}_max": b, "force_fetch": force_fetch, "limit": limit},
+                {
+                    f"{field_name}_min": a,
+                    f"{field_name}_max": b,
+                    "force_fetch": force_fetch,
+                    "limit": limit,
+                    "bulk": bulk,
+                },
                 index,
             )
             for index, (a, b) in enumerate(windows)
@@ -272,7 +282,7 @@ class RutterClient:
     ) -> Iterator[Page]:
         fields = [f for f in (spec.partition_field, spec.partition_fallback) if f]
         for page in self.iter_pages(
-            spec, access_token, updated_at_min=start_ms, force_fetch=force_fetch, limit=limit
+            spec, access_token, updated_at_min=start_ms, force_fetch=force_fetch, limit=limit, bulk=True
         ):
             kept = [r for r in page.records if _in_window(_first_ms(r, fields), start_ms, end_ms)]
             skipped = len(page.records) - len(kept)
@@ -301,18 +311,13 @@ class RutterClient:
         return {"force_fetch": "true"}
 
 
-def _page_parts(
-    spec: EntitySpec, payload: dict[str, Any], number: int
-) -> tuple[list[dict[str, Any]], str | None]:
+def _page_parts(spec: EntitySpec, payload: dict[str, Any], number: int) -> tuple[list[dict[str, Any]], str | None]:
     """The records and next cursor of a list response, or ``ProtocolError`` if either is missing."""
     if spec.envelope not in payload:
-        raise ProtocolError(
-            f"{spec.endpoint} page {number} has no {spec.envelope!r} key (keys: {sorted(payload)})"
-        )
+        raise ProtocolError(f"{spec.endpoint} page {number} has no {spec.envelope!r} key (keys: {sorted(payload)})")
     if "next_cursor" not in payload:
         raise ProtocolError(
-            f"{spec.endpoint} page {number} has no 'next_cursor' key: cannot tell the last page "
-            "from a truncated stream"
+            f"{spec.endpoint} page {number} has no 'next_cursor' key: cannot tell the last page from a truncated stream"
         )
     records, next_cursor = payload[spec.envelope], payload["next_cursor"]
     if not isinstance(records, list):

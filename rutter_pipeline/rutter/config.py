@@ -19,10 +19,16 @@ MAX_PAGE_LIMIT = 500
 class ClientConfig:
     """Everything a client needs; the secret is kept out of ``repr``.
 
-    ``max_requests_per_10s`` is the client-side limit shared by every client of the same org in the
-    process (``limiter_period_s`` shortens the window in tests). Retries stop after ``max_attempts``
+    ``max_requests_per_10s`` is the client-side limit shared by every client of the same org
+    (``limiter_period_s`` shortens the window in tests). Retries stop after ``max_attempts``
     attempts or when the next wait would end more than ``max_retry_time_s`` after the first attempt,
     whichever comes first; a ``Retry-After`` header is honoured up to ``max_retry_after_s``.
+
+    ``rate_limit_url`` says where that limit is shared (``rate_buckets``): a PostgreSQL or Redis URL
+    shares it with every process and machine, ``None`` or ``"memory"`` keeps it in this process.
+    ``from_settings`` fills it from ``RUTTER_RATE_LIMIT_URL``, else the warehouse URL. Range loads
+    (``iter_created``) may use at most ``bulk_share`` of the limit, so incremental syncs and status
+    calls always keep the rest; one connection at most ``connection_share``.
     """
 
     base_url: str
@@ -33,6 +39,9 @@ class ClientConfig:
     window_fragments: int = 3
     max_requests_per_10s: int = 450
     limiter_period_s: float = 10.0
+    rate_limit_url: str | None = field(default=None, repr=False)
+    bulk_share: float = 1.0
+    connection_share: float = 1.0
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     max_attempts: int = 8
@@ -51,6 +60,9 @@ class ClientConfig:
         for name in ("window_fragments", "max_requests_per_10s", "max_attempts", "queued_pages", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("bulk_share", "connection_share"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     @classmethod
@@ -65,6 +77,10 @@ class ClientConfig:
             "page_limit": settings.page_limit,
             "window_fragments": settings.window_fragments,
             "max_requests_per_10s": settings.max_requests_per_10s,
+            # Every process of one org shares the limit: in the warehouse unless told otherwise.
+            "rate_limit_url": settings.rate_limit_url or settings.warehouse_url,
+            "bulk_share": settings.rate_limit_bulk_share,
+            "connection_share": settings.rate_limit_connection_share,
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

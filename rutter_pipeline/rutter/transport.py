@@ -29,6 +29,7 @@ from rutter_pipeline.rutter.errors import (
     error_from_response,
 )
 from rutter_pipeline.rutter.limiter import RequestLimiter, shared_limiter
+from rutter_pipeline.rutter.rate_buckets import resolve_backend
 from rutter_pipeline.rutter.redact import install_log_redaction, redact, register_basic_auth, register_secret
 from rutter_pipeline.rutter.retry import build_retrying
 from rutter_pipeline.rutter.stats import ClientStats
@@ -49,7 +50,13 @@ class Transport:
         self.config = config
         self.stats = stats
         self.limiter = limiter or shared_limiter(
-            config.base_url, config.client_id, config.max_requests_per_10s, config.limiter_period_s
+            config.base_url,
+            config.client_id,
+            config.max_requests_per_10s,
+            config.limiter_period_s,
+            backend=resolve_backend(config.rate_limit_url),
+            bulk_share=config.bulk_share,
+            connection_share=config.connection_share,
         )
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=config.pool_size, max_retries=0)
@@ -65,9 +72,11 @@ class Transport:
         self.session.close()
 
     def get_json(
-        self, path: str, params: dict[str, Any], *, cancel: threading.Event | None = None
+        self, path: str, params: dict[str, Any], *, cancel: threading.Event | None = None, bulk: bool = False
     ) -> tuple[dict[str, Any], int, float]:
         """GET ``path`` with retries; return (parsed body, body bytes, seconds of the last attempt).
+
+        ``bulk`` marks a range load's request: it counts against the limiter's bulk share too.
 
         Raises the typed ``RutterError`` of a non-retryable failure at once, ``RetriesExhausted``
         (chained to the last failure) when the retry budget runs out, and ``InterruptedError`` when
@@ -83,7 +92,7 @@ class Transport:
         retrying = build_retrying(self.config, self.stats, sleep=sleep, what=f"GET {path}")
         started = time.monotonic()
         try:
-            return retrying(self._attempt, path, params, cancel)
+            return retrying(self._attempt, path, params, cancel, bulk)
         except RetryError as exc:
             attempt = exc.last_attempt
         last = attempt.exception()
@@ -93,9 +102,10 @@ class Transport:
         ) from last
 
     def _attempt(
-        self, path: str, params: dict[str, Any], cancel: threading.Event
+        self, path: str, params: dict[str, Any], cancel: threading.Event, bulk: bool
     ) -> tuple[dict[str, Any], int, float]:
-        self.stats.add(requests=1, limiter_wait_s=self.limiter.acquire(cancel.is_set))
+        waited = self.limiter.acquire(cancel.is_set, connection=params.get("access_token"), bulk=bulk)
+        self.stats.add(requests=1, limiter_wait_s=waited)
         url = self.config.base_url + path
         shown = redact(f"{url}?{urlencode(params)}")
         started = time.monotonic()
