@@ -426,11 +426,14 @@ def register_live(url: str, keys: list[str], platform: str = "SHOPIFY") -> None:
     """The N connections live (state 'ready') in the warehouse registry, in one statement."""
     import psycopg
 
+    from rutter_pipeline.warehouse.tokens import token_cipher
+
+    cipher = token_cipher()  # tokens are stored encrypted (the table refuses clear text)
     with psycopg.connect(url) as conn:
         conn.execute(
-            "INSERT INTO rutter.connections (connection_id, access_token, platform, state, last_event_at) "
-            "SELECT id, 'token-' || id, %s, 'ready', now() FROM unnest(%s::text[]) AS t(id)",
-            (platform, keys),
+            "INSERT INTO rutter.connections (connection_id, token_ciphertext, platform, state, last_event_at) "
+            "SELECT id, t, %s, 'ready', now() FROM unnest(%s::text[], %s::text[]) AS u(id, t)",
+            (platform, keys, [cipher.encrypt(f"token-{k}") for k in keys]),
         )
 
 

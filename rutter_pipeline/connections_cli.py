@@ -15,6 +15,7 @@ from rutter_pipeline.connections_file import ConnectionsFileError, read_connecti
 from rutter_pipeline.stack import prepare_stack_env
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.warehouse.tokens import new_key, rotate_tokens
 
 PARTITIONS_NAME = "connections"
 
@@ -37,6 +38,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="list registered connections")
     rm = sub.add_parser("remove", help="mark a connection removed and delete its partition")
     rm.add_argument("connection_id")
+    sub.add_parser("new-key", help="print a new key for RUTTER_TOKEN_KEY (a Fernet key)")
+    sub.add_parser(
+        "rotate-key",
+        help="re-encrypt every access token under the first key of RUTTER_TOKEN_KEY",
+        description="Key rotation: set RUTTER_TOKEN_KEY=NEW,OLD (the new key first) everywhere, run this, then "
+        "drop OLD. One transaction: a token that no key decrypts stops it and changes nothing.",
+    )
 
 
 def _instance():
@@ -48,6 +56,9 @@ def _instance():
 def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         return _import(args.file, dry_run=args.dry_run)
+    if args.action == "new-key":
+        print(new_key())
+        return 0
     env = prepare_stack_env()
     migrate(env.warehouse_url)
     registry = ConnectionRegistry(env.warehouse_url)
@@ -61,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         for conn in registry.list():
             print(f"{conn.connection_id}\t{conn.platform or '-'}\t{conn.state}")
+        return 0
+    if args.action == "rotate-key":
+        count = rotate_tokens(env.warehouse_url, registry.cipher)
+        print(f"re-encrypted {count} access tokens under the first key of RUTTER_TOKEN_KEY; the other keys may go")
         return 0
     if args.action == "remove":
         registry.remove(args.connection_id)

@@ -106,6 +106,8 @@ class Settings:
     # Months of one connection per backfill range run (a UI backfill or a sensor's history backfill).
     backfill_months_per_run: int = 6
     sentry_dsn: str | None = field(default=None, repr=False)
+    # Fernet key(s) for access tokens at rest, comma-separated, the first encrypting (warehouse/tokens.py).
+    token_key: str | None = field(default=None, repr=False)
     # ISO 4217 code the underwriting marts convert into, with the rates users put in marts.fx_rates.
     reporting_currency: str = "USD"
 
@@ -141,6 +143,7 @@ class Settings:
             batch_workers=_int_env(env, "RUTTER_BATCH_WORKERS", 8),
             backfill_months_per_run=_int_env(env, "RUTTER_BACKFILL_MONTHS_PER_RUN", 6),
             sentry_dsn=env.get("SENTRY_DSN") or None,
+            token_key=env.get("RUTTER_TOKEN_KEY") or None,
             reporting_currency=_currency_env(env, "RUTTER_REPORTING_CURRENCY", "USD"),
         )
 

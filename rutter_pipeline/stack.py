@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rutter_pipeline.settings import state_dir
 from rutter_pipeline.warehouse.embedded import default_urls
+from rutter_pipeline.warehouse.tokens import KEY_ENV, KEY_FILE_ENV, ensure_key_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 # Events Dagster may write to its PostgreSQL storage in one statement (DAGSTER_EVENT_BATCH_SIZE; 0, its
@@ -49,19 +50,25 @@ class StackEnv:
     dagster_pg_url: str
     dagster_home: Path
     compute_logs: Path
+    # The embedded warehouse's token key (warehouse/tokens.py), when no RUTTER_TOKEN_KEY is set.
+    token_key_file: Path | None = None
 
     def as_env(self) -> dict[str, str]:
-        return {
+        env = {
             "WAREHOUSE_URL": self.warehouse_url,
             "DAGSTER_PG_URL": self.dagster_pg_url,
             "DAGSTER_HOME": str(self.dagster_home),
             "RUTTER_PIPELINE_COMPUTE_LOGS": str(self.compute_logs),
             "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
         }
+        if self.token_key_file is not None:
+            env[KEY_FILE_ENV] = str(self.token_key_file)
+        return env
 
 
 def prepare_stack_env(apply: bool = True) -> StackEnv:
     """Start the embedded PostgreSQL if a URL is missing, prepare DAGSTER_HOME, export the variables."""
+    embedded = not os.environ.get("WAREHOUSE_URL")
     warehouse_url, dagster_url = default_urls()
     base = state_dir()
     home = Path(os.environ.get("DAGSTER_HOME") or base / "dagster_home")
@@ -72,7 +79,9 @@ def prepare_stack_env(apply: bool = True) -> StackEnv:
         shutil.copyfile(source, target)
     logs = Path(os.environ.get("RUTTER_PIPELINE_COMPUTE_LOGS") or base / "compute_logs")
     logs.mkdir(parents=True, exist_ok=True)
-    env = StackEnv(warehouse_url, psycopg2_url(dagster_url), home, logs)
+    # Only the embedded warehouse gets a generated token key: a warehouse of your own needs RUTTER_TOKEN_KEY.
+    key_file = ensure_key_file() if embedded and not os.environ.get(KEY_ENV) else None
+    env = StackEnv(warehouse_url, psycopg2_url(dagster_url), home, logs, key_file)
     if apply:
         os.environ.update(env.as_env())
     return env

@@ -9,9 +9,16 @@ pytest_plugins = [
 ]
 
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
 
 from rutter_pipeline.rutter.limiter import close_shared_limiters  # noqa: E402
+
+# Access tokens are stored encrypted, and the test warehouses are not the embedded one of a state
+# folder: one key for this test process and every process it starts (CLIs, daemons, run workers).
+os.environ.setdefault("RUTTER_TOKEN_KEY", Fernet.generate_key().decode())
 
 try:  # private to Dagster: the guard below goes quiet rather than break on a Dagster that moved it
     from dagster._core.storage.defs_state.base import _current_storage

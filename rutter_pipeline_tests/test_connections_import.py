@@ -16,6 +16,7 @@ import pytest
 from rutter_pipeline.connections_file import ConnectionsFileError, parse_connections, read_connections_file
 from rutter_pipeline.stack import psycopg2_url
 from rutter_pipeline.warehouse.registry import ConnectionRow
+from rutter_pipeline.warehouse.tokens import token_cipher
 from rutter_pipeline_tests.fixtures.cli import Cli
 
 pytestmark = pytest.mark.postgres
@@ -176,12 +177,15 @@ def partitions(stack_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 
 def registry_rows(url: str) -> list[tuple]:
+    """The registry's rows, the token decrypted (the stored ciphertext is opaque)."""
     with psycopg.connect(url) as conn:
         if conn.execute("SELECT to_regclass('rutter.connections')").fetchone() == (None,):
             return []
-        return conn.execute(
-            "SELECT connection_id, access_token, platform, state, updated_at FROM rutter.connections ORDER BY 1"
+        rows = conn.execute(
+            "SELECT connection_id, token_ciphertext, platform, state, updated_at FROM rutter.connections ORDER BY 1"
         ).fetchall()
+    cipher = token_cipher()
+    return [(r[0], cipher.decrypt(r[1]) if r[1] else None, *r[2:]) for r in rows]
 
 
 def run_import(cli: Cli, path: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.tokens import token_cipher
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +93,29 @@ def store_event(
 
 
 def _register_token(conn: psycopg.Connection[Any], connection_id: str, access_token: str, code: str) -> bool:
-    """Upsert the token (see :func:`store_event`); True when the connection is new."""
+    """Upsert the token, encrypted (see :func:`store_event`); True when the connection is new.
+
+    Rutter repeats the token in every lifecycle webhook: an unchanged one keeps its stored ciphertext
+    (each encryption differs, Fernet's IV is random), so that a repeat changes nothing.
+    """
+    cipher = token_cipher()
+    known = conn.execute(
+        "SELECT token_ciphertext FROM rutter.connections WHERE connection_id = %s FOR UPDATE", (connection_id,)
+    ).fetchone()
+    if known and known[0] and cipher.decrypt(known[0], connection_id) == access_token:
+        ciphertext = known[0]
+    else:
+        ciphertext = cipher.encrypt(access_token)
     row = conn.execute(
         """
-        INSERT INTO rutter.connections (connection_id, access_token, state, last_event_at)
+        INSERT INTO rutter.connections (connection_id, token_ciphertext, state, last_event_at)
         VALUES (%s, %s, 'pending', now())
-        ON CONFLICT (connection_id) DO UPDATE SET access_token = EXCLUDED.access_token, updated_at = now()
+        ON CONFLICT (connection_id) DO UPDATE SET token_ciphertext = EXCLUDED.token_ciphertext, updated_at = now()
             WHERE rutter.connections.state <> 'removed'
-              AND rutter.connections.access_token IS DISTINCT FROM EXCLUDED.access_token
+              AND rutter.connections.token_ciphertext IS DISTINCT FROM EXCLUDED.token_ciphertext
         RETURNING (xmax = 0) AS inserted
         """,
-        (connection_id, access_token),
+        (connection_id, ciphertext),
     ).fetchone()
     inserted = bool(row and row[0])
     if inserted:

@@ -46,7 +46,11 @@ def migration_ids() -> list[str]:
 
 
 def migrate(url: str) -> list[str]:
-    """Apply the migrations the database does not have yet; return their ids (empty when up to date)."""
+    """Apply the migrations the database does not have yet; return their ids (empty when up to date).
+
+    Then encrypt access tokens stored in clear text before 0008 (``tokens.encrypt_clear_tokens``):
+    that needs the token key only when such rows exist.
+    """
     with psycopg.connect(psycopg_url(url), autocommit=True) as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
@@ -58,6 +62,11 @@ def migrate(url: str) -> list[str]:
                     backend.apply_migrations(pending)
             finally:
                 backend.connection.close()
+            # The one step a SQL file cannot do (0008 cannot know the key): encrypt tokens still in clear
+            # text. Here, so that every process that migrates also finishes the upgrade.
+            from rutter_pipeline.warehouse.tokens import encrypt_clear_tokens
+
+            encrypt_clear_tokens(url)
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     applied = [m.id for m in pending]

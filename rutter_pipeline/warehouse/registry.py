@@ -1,7 +1,9 @@
 """The connection registry: which merchants we ingest, their access tokens and lifecycle state.
 
 ``rutter.connections`` is the only place access tokens live (DESIGN §4.4): Dagster sees
-connection ids only, and asks here for the token at run time. Every state change is recorded in
+connection ids only, and asks here for the token at run time. They are stored encrypted
+(``warehouse.tokens``: Fernet, key in ``RUTTER_TOKEN_KEY``); this module encrypts on every write and
+decrypts on every read, so nothing else handles ciphertext. Every state change is recorded in
 ``rutter.connection_events`` (from, to, cause) so that an operator can see why a connection
 paused. A token never appears in a ``repr``, a log line or an error message.
 """
@@ -22,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.tokens import TokenCipher, token_cipher
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ STATES = ("pending", "ready", "needs_update", "disabled", "removed")
 # States in which schedules and sensors run syncs for a connection.
 LIVE_STATES = ("ready",)
 
-_COLUMNS = "connection_id, platform, state, access_token, created_at, updated_at, last_event_at, details"
+_COLUMNS = "connection_id, platform, state, token_ciphertext, created_at, updated_at, last_event_at, details"
 
 
 class UnknownConnection(KeyError):
@@ -98,19 +101,20 @@ class RegistryWriteError(RuntimeError):
 
 # An imported row changes the stored one only if it brings something new: a removed connection comes
 # back, the token differs, or a platform is given and differs. Otherwise the row is left untouched
-# (no updated_at bump, no event), which makes a re-import of the same file a no-op.
+# (no updated_at bump, no event), which makes a re-import of the same file a no-op. Ciphertexts of
+# one token differ (Fernet's random IV), so an unchanged token is passed as its stored ciphertext.
 _IMPORT_SQL = """
-INSERT INTO rutter.connections AS c (connection_id, access_token, platform, state, last_event_at)
-SELECT connection_id, access_token, platform, 'ready', now()
-FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(platforms)s::text[]) AS t(connection_id, access_token, platform)
+INSERT INTO rutter.connections AS c (connection_id, token_ciphertext, platform, state, last_event_at)
+SELECT connection_id, token_ciphertext, platform, 'ready', now()
+FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(platforms)s::text[]) AS t(connection_id, token_ciphertext, platform)
 ON CONFLICT (connection_id) DO UPDATE SET
-    access_token = EXCLUDED.access_token,
+    token_ciphertext = EXCLUDED.token_ciphertext,
     platform = COALESCE(EXCLUDED.platform, c.platform),
     state = CASE WHEN c.state = 'removed' THEN 'ready' ELSE c.state END,
     updated_at = now(),
     last_event_at = CASE WHEN c.state = 'removed' THEN now() ELSE c.last_event_at END
 WHERE c.state = 'removed'
-    OR c.access_token IS DISTINCT FROM EXCLUDED.access_token
+    OR c.token_ciphertext IS DISTINCT FROM EXCLUDED.token_ciphertext
     OR (EXCLUDED.platform IS NOT NULL AND c.platform IS DISTINCT FROM EXCLUDED.platform)
 RETURNING c.connection_id, (c.xmax = 0) AS inserted
 """
@@ -124,8 +128,16 @@ def _check_state(state: str) -> None:
 class ConnectionRegistry:
     """Reads and writes ``rutter.connections``; each call is one short transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cipher: TokenCipher | None = None) -> None:
         self.url = psycopg_url(url)
+        self._cipher = cipher
+
+    @property
+    def cipher(self) -> TokenCipher:
+        """The token cipher, resolved on first use (``tokens.token_cipher``: fails without a key)."""
+        if self._cipher is None:
+            self._cipher = token_cipher()
+        return self._cipher
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -150,10 +162,11 @@ class ConnectionRegistry:
             from_state = self._locked_state(conn, connection_id)
             row = conn.execute(
                 f"""
-                INSERT INTO rutter.connections (connection_id, access_token, platform, state, details, last_event_at)
+                INSERT INTO rutter.connections
+                    (connection_id, token_ciphertext, platform, state, details, last_event_at)
                 VALUES (%s, %s, %s, %s, %s, now())
                 ON CONFLICT (connection_id) DO UPDATE SET
-                    access_token = EXCLUDED.access_token,
+                    token_ciphertext = EXCLUDED.token_ciphertext,
                     platform = COALESCE(EXCLUDED.platform, rutter.connections.platform),
                     state = EXCLUDED.state,
                     details = rutter.connections.details || EXCLUDED.details,
@@ -162,12 +175,12 @@ class ConnectionRegistry:
                                          ELSE rutter.connections.last_event_at END
                 RETURNING {_COLUMNS}
                 """,
-                (connection_id, access_token, platform, state, Jsonb(details or {})),
+                (connection_id, self.cipher.encrypt(access_token), platform, state, Jsonb(details or {})),
             ).fetchone()
             if from_state != state:
                 self._record(conn, connection_id, from_state, state, cause)
         log.info("connection %s registered (state %s)", connection_id, state)
-        return _connection(row)
+        return self._connection(row)
 
     def add_many(
         self, rows: Sequence[ConnectionRow], *, cause: str = "imported", dry_run: bool = False
@@ -189,22 +202,21 @@ class ConnectionRegistry:
             raise ValueError(f"connections without an access token: {', '.join(missing)}")
         if not rows:
             return ImportResult()
-        params = {
-            "ids": ids,
-            "tokens": [r.access_token for r in rows],
-            "platforms": [r.platform or None for r in rows],
-        }
         try:
             with self._transaction() as conn:
                 # Lock the known rows first: their state before the upsert decides the events, and no
                 # webhook may move them in between.
-                before = {
-                    r["connection_id"]: r["state"]
-                    for r in conn.execute(
-                        "SELECT connection_id, state FROM rutter.connections WHERE connection_id = ANY(%s) "
-                        "ORDER BY connection_id FOR UPDATE",
-                        (ids,),
-                    )
+                known = conn.execute(
+                    "SELECT connection_id, state, token_ciphertext FROM rutter.connections "
+                    "WHERE connection_id = ANY(%s) ORDER BY connection_id FOR UPDATE",
+                    (ids,),
+                ).fetchall()
+                before = {r["connection_id"]: r["state"] for r in known}
+                stored = {r["connection_id"]: r["token_ciphertext"] for r in known if r["token_ciphertext"]}
+                params = {
+                    "ids": ids,
+                    "tokens": [self._ciphertext(r.connection_id, r.access_token, stored) for r in rows],
+                    "platforms": [r.platform or None for r in rows],
                 }
                 changed = {r["connection_id"]: r["inserted"] for r in conn.execute(_IMPORT_SQL, params)}
                 events = [(i, before.get(i)) for i in ids if changed.get(i) or before.get(i) == "removed"]
@@ -249,10 +261,14 @@ class ConnectionRegistry:
             added = [
                 r["connection_id"]
                 for r in conn.execute(
-                    "INSERT INTO rutter.connections (connection_id, access_token, platform, state, last_event_at) "
+                    "INSERT INTO rutter.connections (connection_id, token_ciphertext, platform, state, last_event_at) "
                     "SELECT i, t, p, 'pending', now() FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(i, t, p) "
                     "ON CONFLICT (connection_id) DO NOTHING RETURNING connection_id",
-                    ([r.connection_id for r in rows], [r.access_token for r in rows], [r.platform for r in rows]),
+                    (
+                        [r.connection_id for r in rows],
+                        [self.cipher.encrypt(r.access_token) for r in rows],
+                        [r.platform for r in rows],
+                    ),
                 )
             ]
             conn.execute(
@@ -269,7 +285,7 @@ class ConnectionRegistry:
             ).fetchone()
         if row is None:
             raise UnknownConnection(connection_id)
-        return _connection(row)
+        return self._connection(row)
 
     def list(self, states: Iterable[str] | None = None) -> builtins.list[Connection]:
         """All connections, or those in ``states``, ordered by id."""
@@ -282,7 +298,7 @@ class ConnectionRegistry:
                 "WHERE %(states)s::text[] IS NULL OR state = ANY(%(states)s) ORDER BY connection_id",
                 {"states": wanted},
             ).fetchall()
-        return [_connection(r) for r in rows]
+        return [self._connection(r) for r in rows]
 
     def remove(self, connection_id: str, cause: str = "removed") -> None:
         """Mark the connection removed and wipe its token; its rows and history stay."""
@@ -290,7 +306,8 @@ class ConnectionRegistry:
             before = self._locked_state(conn, connection_id, must_exist=True)
             conn.execute(
                 """
-                UPDATE rutter.connections SET state = 'removed', access_token = NULL, updated_at = now(),
+                UPDATE rutter.connections SET state = 'removed', access_token = NULL, token_ciphertext = NULL,
+                    updated_at = now(),
                     last_event_at = CASE WHEN state <> 'removed' THEN now() ELSE last_event_at END
                 WHERE connection_id = %s
                 """,
@@ -331,6 +348,26 @@ class ConnectionRegistry:
                 (connection_id,),
             ).fetchall()
 
+    def _ciphertext(self, connection_id: str, token: str, stored: dict[str, str]) -> str:
+        """``token`` encrypted, or its stored ciphertext when it is the token already stored."""
+        old = stored.get(connection_id)
+        if old is not None and self.cipher.decrypt(old, connection_id) == token:
+            return old
+        return self.cipher.encrypt(token)
+
+    def _connection(self, row: dict[str, Any]) -> Connection:
+        ciphertext = row["token_ciphertext"]
+        return Connection(
+            connection_id=row["connection_id"],
+            platform=row["platform"],
+            state=row["state"],
+            access_token=self.cipher.decrypt(ciphertext, row["connection_id"]) if ciphertext else "",
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            last_event_at=row["last_event_at"],
+            details=row["details"] or {},
+        )
+
     @staticmethod
     def _locked_state(conn: psycopg.Connection[Any], connection_id: str, must_exist: bool = False) -> str | None:
         """The connection's state, its row locked until commit so that transitions do not interleave."""
@@ -349,16 +386,3 @@ class ConnectionRegistry:
             "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) VALUES (%s, %s, %s, %s)",
             (connection_id, from_state, to_state, cause),
         )
-
-
-def _connection(row: dict[str, Any]) -> Connection:
-    return Connection(
-        connection_id=row["connection_id"],
-        platform=row["platform"],
-        state=row["state"],
-        access_token=row["access_token"] or "",
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_event_at=row["last_event_at"],
-        details=row["details"] or {},
-    )

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRow, ImportResult, RegistryWriteError
+from rutter_pipeline.warehouse.tokens import token_cipher
 
 pytestmark = pytest.mark.postgres
 
@@ -16,11 +17,14 @@ TOKEN = "access-sandbox-5b0e1c44-import-9f2d-token"
 
 
 def rows_table(url: str) -> list[tuple]:
+    """The registry's rows, the token decrypted (the stored ciphertext is opaque)."""
+    cipher = token_cipher()
     with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT connection_id, access_token, platform, state, updated_at, last_event_at "
+        rows = conn.execute(
+            "SELECT connection_id, token_ciphertext, platform, state, updated_at, last_event_at "
             "FROM rutter.connections ORDER BY connection_id"
         ).fetchall()
+    return [(r[0], cipher.decrypt(r[1]) if r[1] else None, *r[2:]) for r in rows]
 
 
 def events(url: str) -> list[tuple]:
