@@ -5,6 +5,7 @@ import warnings
 import dagster as dg
 
 from rutter_pipeline.defs.batches import daily_load_job, incremental_sync_job
+from rutter_pipeline.defs.executors import executor_from_env
 from rutter_pipeline.defs.ingest import build_entity_assets
 from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.marts import build_mart_assets, marts_automation_sensor
@@ -37,8 +38,9 @@ def build_definitions() -> dg.Definitions:
             marts_automation_sensor,
         ],
         resources=resources_from_env(),
-        # A partition's steps are seconds of work; a process per step would cost as much again.
-        executor=dg.in_process_executor,
+        # A partition's steps are seconds of work; a process per step would cost as much again. The
+        # default for the asset runs of UI backfills; RUTTER_EXECUTOR=celery sends steps to Celery workers.
+        executor=executor_from_env(),
     )
 
 

@@ -19,6 +19,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from rutter_pipeline import batch
+from rutter_pipeline.defs.executors import executor_from_env
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
 from rutter_pipeline.defs.marts import DAILY_SALES
 from rutter_pipeline.defs.partitions import month_start, partition_key
@@ -250,7 +251,7 @@ def sync_connections(
 
 @dg.job(
     description="Daily load of a batch of connections (the days in run config); launched by the daily schedule.",
-    executor_def=dg.in_process_executor,
+    executor_def=executor_from_env(),
 )
 def daily_load_job() -> None:
     load_connections()
@@ -258,7 +259,7 @@ def daily_load_job() -> None:
 
 @dg.job(
     description="Incremental (updated_at) sync of a batch of connections; launched by the schedule and webhooks.",
-    executor_def=dg.in_process_executor,
+    executor_def=executor_from_env(),
 )
 def incremental_sync_job() -> None:
     sync_connections()

@@ -1,0 +1,43 @@
+"""The executor choice: in the run's process unless RUTTER_EXECUTOR=celery, whose config names its secrets."""
+
+import dagster as dg
+import pytest
+
+from rutter_pipeline.defs.executors import (
+    BROKER_ENV,
+    DEFAULT_BROKER,
+    DEFAULT_QUEUE,
+    EXECUTOR_ENV,
+    QUEUE_ENV,
+    celery_executor_args,
+    executor_from_env,
+)
+
+
+def test_steps_run_in_the_runs_process_by_default() -> None:
+    assert executor_from_env({}) is dg.in_process_executor
+    assert executor_from_env({EXECUTOR_ENV: "in_process"}) is dg.in_process_executor
+
+
+def test_celery_is_dagster_celerys_executor_configured_for_late_acknowledgement() -> None:
+    executor = executor_from_env({EXECUTOR_ENV: "celery", QUEUE_ENV: "rutter-eu"})
+    assert executor.name == "rutter_celery"
+    args = celery_executor_args({QUEUE_ENV: "rutter-eu"})
+    assert args["config_source"]["task_default_queue"] == "rutter-eu"
+    assert args["config_source"]["task_acks_late"] is True
+    assert args["config_source"]["task_reject_on_worker_lost"] is True
+
+
+def test_a_broker_url_with_a_password_stays_out_of_the_executor_config() -> None:
+    """The config names the variable; Dagster resolves it when the run starts, so no run shows the password."""
+    args = celery_executor_args({BROKER_ENV: "pyamqp://rutter:s3cret@mq.internal:5672//"})
+    assert args["broker"] == {"env": BROKER_ENV}
+    assert "s3cret" not in repr(args)
+    defaults = celery_executor_args({})
+    assert defaults["broker"] == DEFAULT_BROKER
+    assert defaults["config_source"]["task_default_queue"] == DEFAULT_QUEUE
+
+
+def test_an_unknown_executor_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="RUTTER_EXECUTOR must be 'in_process' or 'celery', got 'k8s'"):
+        executor_from_env({EXECUTOR_ENV: "k8s"})
