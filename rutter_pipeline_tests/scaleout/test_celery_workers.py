@@ -49,6 +49,7 @@ DAYS = 30
 # killed while it is inside one (a kill between steps would prove less).
 ORDERS_DELAY_S = 0.15
 WORKER_CONCURRENCY = 2
+POOL_SLOTS = 2
 DAGSTER_CELERY = str(Path(sys.executable).with_name("dagster-celery"))
 
 
@@ -155,6 +156,22 @@ def worker_of(event_json: str) -> str:
     return entry.dagster_event.engine_event_data.metadata["Celery worker"].text
 
 
+STEPS_STARTED = "SELECT DISTINCT run_id, step_key FROM event_logs WHERE dagster_event_type = 'STEP_START'"
+LANDING_SPANS = """
+SELECT run_id, step_key, min(timestamp) FILTER (WHERE dagster_event_type = 'STEP_START'),
+       max(timestamp) FILTER (WHERE dagster_event_type = 'STEP_SUCCESS')
+FROM event_logs WHERE step_key LIKE 'landing\\_\\_%%' GROUP BY run_id, step_key
+"""
+
+
+def most_landing_steps_at_once(dagster_url: str) -> int:
+    """The most landing steps (of any run) that were between their first start and their success at once."""
+    with psycopg.connect(dagster_url) as conn:
+        spans = [(start, end) for _, _, start, end in conn.execute(LANDING_SPANS)]
+    assert spans and all(start and end for start, end in spans), spans
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
 def steps_on_workers(dagster_url: str) -> list[tuple[str, str, str]]:
     """(run_id, step_key, worker) for every step a worker started, in order."""
     with psycopg.connect(dagster_url) as conn:
@@ -218,7 +235,8 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     ids = [c["connection_id"] for c in connections]
 
     workers = celery_workers(env)
-    instance = pg_instance_factory(ids)
+    # The repository's dagster.yaml gives the `rutter_api` pool (the landing steps) 2 slots.
+    instance = pg_instance_factory(ids, concurrency={"pools": {"default_limit": POOL_SLOTS}})
     months = sorted({(history_start + timedelta(days=n)).replace(day=1) for n in range(DAYS + 1)})
     keys = [f"{cid}|{month.isoformat()}" for cid in ids for month in months]
     assets = [[layer, name] for name in ENTITIES for layer in ("landing", "warehouse")]
@@ -245,9 +263,14 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     (survivor,) = [w for w in workers if w is not victim]
     executions = [worker for r, s, worker in steps_on_workers(dagster_pg_url) if (r, s) == (run_id, step)]
     assert executions[0] == victim.name and survivor.name in executions[1:], executions
+    # The pool held across runs and workers: the run's process claims a slot before it sends a landing
+    # step (2 runs x 4 landing steps, 4 worker processes: without the pool 4 would run at once).
+    assert most_landing_steps_at_once(dagster_pg_url) <= POOL_SLOTS
     # Every step of every run ran on a Celery worker, none in the run's own process.
     on_workers = {(r, s) for r, s, _ in steps_on_workers(dagster_pg_url)}
-    assert len(on_workers) == len(runs) * len(assets), sorted(on_workers)
+    with psycopg.connect(dagster_pg_url) as conn:
+        started = set(conn.execute(STEPS_STARTED))
+    assert on_workers == started and len(started) >= len(runs) * len(assets), sorted(started ^ on_workers)
 
     # The warehouse equals the sandbox's ground truth: nothing lost, nothing doubled.
     last = month_end(today)
