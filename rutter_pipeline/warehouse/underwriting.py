@@ -45,7 +45,9 @@ figure and only counted in ``cancelled_orders``. ``currency`` is ``iso_currency_
   the month's last day; ``gross_revenue_reporting``, ``net_revenue_reporting`` and
   ``refund_value_reporting`` are the figure x fx_rate rounded to 2 places,
   ``average_order_value_reporting`` to 4. Without a rate they are NULL and ``fx_rate_missing`` is
-  true. The view joins the rates when read, so rates filled later apply at once.
+  true, except in a row without money (a zero-order month): zero converts to 0 in any currency, so a
+  currency sold once does not need rates forever. The view joins the rates when read, so rates
+  filled later apply at once.
 
 ``marts.cohort_retention``: customers by the month of their first counted order held (the cohort),
 and for that month and each later one up to the connection's newest counted order, how many of

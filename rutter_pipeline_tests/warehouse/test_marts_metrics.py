@@ -161,6 +161,9 @@ def test_monthly_metrics_match_the_hand_computed_figures(warehouse: str, loader:
     assert apr_gbp["average_order_value_reporting"] == D("25.0000")
     assert jan_eur["fx_rate_missing"] is True and jan_eur["fx_rate"] is None
     assert jan_eur["gross_revenue_reporting"] is None and jan_eur["net_revenue_reporting"] is None
+    feb_eur = rows[(FEB, "EUR")]  # no money to convert: 0 without a rate, not missing
+    assert (feb_eur["fx_rate"], feb_eur["fx_rate_missing"], feb_eur["gross_revenue_reporting"]) == (None, False, 0)
+    assert feb_eur["net_revenue_reporting"] == 0 and feb_eur["average_order_value_reporting"] is None
 
     # a rate filled later applies at once (the view joins it when read)
     with psycopg.connect(warehouse) as conn:

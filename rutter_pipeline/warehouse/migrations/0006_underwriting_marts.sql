@@ -55,10 +55,13 @@ SELECT m.connection_id, m.month, m.currency, m.order_count, m.gross_revenue, m.n
        m.refund_value, m.refund_rate, m.average_order_value, m.active_customers, m.new_customers,
        m.returning_customers, m.repeat_rate, m.mom_growth, m.top10_customer_share,
        m.cancelled_orders, m.guest_orders, m.reporting_currency,
-       fx.rate AS fx_rate, fx.day AS fx_rate_day, fx.rate IS NULL AS fx_rate_missing,
-       round(m.gross_revenue * fx.rate, 2) AS gross_revenue_reporting,
-       round(m.net_revenue * fx.rate, 2) AS net_revenue_reporting,
-       round(m.refund_value * fx.rate, 2) AS refund_value_reporting,
+       fx.rate AS fx_rate, fx.day AS fx_rate_day,
+       -- zero is zero in any currency: a month without sales in a currency needs no rate
+       fx.rate IS NULL AND (m.gross_revenue <> 0 OR m.refund_value <> 0) AS fx_rate_missing,
+       CASE WHEN m.gross_revenue = 0 THEN 0 ELSE round(m.gross_revenue * fx.rate, 2) END AS gross_revenue_reporting,
+       CASE WHEN m.net_revenue = 0 AND m.refund_value = 0 THEN 0 ELSE round(m.net_revenue * fx.rate, 2) END
+           AS net_revenue_reporting,
+       CASE WHEN m.refund_value = 0 THEN 0 ELSE round(m.refund_value * fx.rate, 2) END AS refund_value_reporting,
        round(m.gross_revenue * fx.rate / NULLIF(m.order_count, 0), 4) AS average_order_value_reporting,
        m.refreshed_at
 FROM marts.monthly_metrics_native m
@@ -117,10 +120,15 @@ COMMENT ON COLUMN marts.monthly_metrics.fx_rate IS
     'Units of the reporting currency per unit of currency: 1 for the reporting currency, else the newest '
     'marts.fx_rates rate dated on or before the month''s last day; NULL when there is none.';
 COMMENT ON COLUMN marts.monthly_metrics.fx_rate_day IS 'Day of the marts.fx_rates row used (NULL for rate 1 or none).';
-COMMENT ON COLUMN marts.monthly_metrics.fx_rate_missing IS 'True when no rate exists: the *_reporting columns are NULL.';
-COMMENT ON COLUMN marts.monthly_metrics.gross_revenue_reporting IS 'gross_revenue x fx_rate, rounded to 2 decimal places.';
-COMMENT ON COLUMN marts.monthly_metrics.net_revenue_reporting IS 'net_revenue x fx_rate, rounded to 2 decimal places.';
-COMMENT ON COLUMN marts.monthly_metrics.refund_value_reporting IS 'refund_value x fx_rate, rounded to 2 decimal places.';
+COMMENT ON COLUMN marts.monthly_metrics.fx_rate_missing IS
+    'True when the row has money to convert (gross_revenue or refund_value not 0) and no rate exists: its '
+    '*_reporting columns are NULL. A row without money converts to 0 without a rate.';
+COMMENT ON COLUMN marts.monthly_metrics.gross_revenue_reporting IS
+    'gross_revenue x fx_rate, rounded to 2 decimal places (0 when there is no money to convert).';
+COMMENT ON COLUMN marts.monthly_metrics.net_revenue_reporting IS
+    'net_revenue x fx_rate, rounded to 2 decimal places (0 when there is no money to convert).';
+COMMENT ON COLUMN marts.monthly_metrics.refund_value_reporting IS
+    'refund_value x fx_rate, rounded to 2 decimal places (0 when there is no money to convert).';
 COMMENT ON COLUMN marts.monthly_metrics.average_order_value_reporting IS
     'gross_revenue x fx_rate / order_count, 4 decimal places; NULL when order_count is 0 or no rate.';
 COMMENT ON COLUMN marts.monthly_metrics.refreshed_at IS 'When the row was last computed.';
