@@ -5,8 +5,15 @@ import warnings
 import dagster as dg
 
 from rutter_pipeline.defs.batches import daily_load_job, incremental_sync_job
+from rutter_pipeline.defs.catalog import (
+    build_warehouse_checks,
+    connections,
+    merchants_fresh,
+    merchants_job,
+    merchants_schedule,
+)
 from rutter_pipeline.defs.executors import executor_from_env
-from rutter_pipeline.defs.ingest import build_entity_assets
+from rutter_pipeline.defs.ingest import build_entity_assets, warehouse_key
 from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.marts import build_mart_assets, marts_automation_sensor
 from rutter_pipeline.defs.partitions import ingest_partitions
@@ -27,9 +34,10 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions() -> dg.Definitions:
     partitions_def = ingest_partitions()
     return dg.Definitions(
-        assets=[*build_entity_assets(partitions_def), *build_mart_assets(partitions_def)],
-        jobs=[ingest_job, daily_load_job, incremental_sync_job],
-        schedules=[daily_ingest_schedule, incremental_sync_schedule],
+        assets=[*build_entity_assets(partitions_def), *build_mart_assets(partitions_def), connections],
+        asset_checks=[*build_warehouse_checks(partitions_def, warehouse_key), merchants_fresh],
+        jobs=[ingest_job, daily_load_job, incremental_sync_job, merchants_job],
+        schedules=[daily_ingest_schedule, incremental_sync_schedule, merchants_schedule],
         sensors=[
             connection_lifecycle_sensor,
             connection_poll_sensor,

@@ -39,6 +39,8 @@ class Column:
     top-level key that the column consumes, so that key is not repeated in ``extra``.
     ``required`` means Rutter always sends the key; ``nullable`` that its value may be null.
     ``enum`` is set only where Rutter fixes the set of values; open strings stay ``None``.
+    ``description`` says what the column holds, for the data catalog (Dagster's column schema);
+    worded after Rutter's 2023-03-14 field descriptions.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Column:
     required: bool = True
     enum: tuple[str, ...] | None = None
     source: tuple[str, ...] | None = None
+    description: str = ""
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -118,14 +121,25 @@ ORDER_LINE_ITEMS = ChildSpec(
     field="line_items",
     parent_key="order_id",
     columns=(
-        Column("id", "text"),
-        Column("product_id", "text", nullable=True),
-        Column("variant_id", "text", nullable=True, required=False),
-        Column("sku", "text", nullable=True),
-        Column("title", "text", nullable=True),
-        Column("quantity", "numeric"),
-        Column("price", "numeric"),
-        Column("iso_currency_code", "text", nullable=True),
+        Column("id", "text", description="Rutter's id of the line item (unique within its order only)."),
+        Column(
+            "product_id",
+            "text",
+            nullable=True,
+            description="Rutter id of the product sold; null when the product was deleted.",
+        ),
+        Column(
+            "variant_id",
+            "text",
+            nullable=True,
+            required=False,
+            description="Rutter id of the product variant sold; null when deleted or not sent.",
+        ),
+        Column("sku", "text", nullable=True, description="Stock keeping unit of the variant sold."),
+        Column("title", "text", nullable=True, description="Title of the variant sold."),
+        Column("quantity", "numeric", description="Units of the variant sold on this line."),
+        Column("price", "numeric", description="Total price of the line (all its units), in the line's currency."),
+        Column("iso_currency_code", "text", nullable=True, description="ISO 4217 currency of the line."),
     ),
     known_fields=_fields(
         "id platform_id product_id variant_id price quantity iso_currency_code sku title unit_cost "
@@ -139,16 +153,37 @@ PRODUCT_VARIANTS = ChildSpec(
     field="variants",
     parent_key="product_id",
     columns=(
-        Column("id", "text"),
-        Column("sku", "text", nullable=True),
-        Column("title", "text", nullable=True),
-        Column("price", "numeric"),
-        Column("iso_currency_code", "text", nullable=True),
-        Column("requires_shipping", "boolean"),
-        Column("unit_cost", "numeric", nullable=True),
-        Column("barcode", "text", nullable=True),
-        Column("created_at", "timestamptz", nullable=True),
-        Column("updated_at", "timestamptz", nullable=True),
+        Column(
+            "id", "text", description="Id of the variant (Rutter's or the platform's; unique within its product only)."
+        ),
+        Column("sku", "text", nullable=True, description="Stock keeping unit of the variant."),
+        Column("title", "text", nullable=True, description="Title of the variant."),
+        Column("price", "numeric", description="Price of one unit of the variant."),
+        Column("iso_currency_code", "text", nullable=True, description="ISO 4217 currency of the price."),
+        Column(
+            "requires_shipping",
+            "boolean",
+            description="Whether the variant is shipped (false for digital goods and services).",
+        ),
+        Column(
+            "unit_cost",
+            "numeric",
+            nullable=True,
+            description="What one unit costs the merchant, when the platform says.",
+        ),
+        Column("barcode", "text", nullable=True, description="Barcode (UPC, EAN, ISBN) of the variant."),
+        Column(
+            "created_at",
+            "timestamptz",
+            nullable=True,
+            description="When the variant was created on the platform (UTC).",
+        ),
+        Column(
+            "updated_at",
+            "timestamptz",
+            nullable=True,
+            description="When the variant was last updated on the platform (UTC).",
+        ),
     ),
     known_fields=_fields(
         "id platform_id product_id price requires_shipping barcode fulfillment_service inventory_management "
@@ -166,20 +201,51 @@ ORDERS = EntitySpec(
     webhook_prefix="ORDER",
     description="Orders with their line items; money in the order's currency.",
     columns=(
-        Column("id", "text"),
-        Column("platform_id", "text", nullable=True, required=False),
-        Column("order_number", "text", nullable=True, required=False),
-        Column("status", "text", enum=ORDER_STATUS),
-        Column("payment_status", "text", enum=PAYMENT_STATUS),
-        Column("fulfillment_status", "text", nullable=True, enum=FULFILLMENT_STATUS),
-        Column("iso_currency_code", "text", nullable=True),
-        Column("total_price", "numeric"),
-        Column("total_discount", "numeric"),
-        Column("total_tax", "numeric", nullable=True),
-        Column("total_shipping", "numeric", nullable=True),
-        Column("customer_id", "text", nullable=True, source=("customer", "id")),
-        Column("created_at", "timestamptz"),
-        Column("updated_at", "timestamptz"),
+        Column("id", "text", description="Rutter's id of the order, unique within the connection."),
+        Column(
+            "platform_id",
+            "text",
+            nullable=True,
+            required=False,
+            description="The order's id on the commerce platform (e.g. Shopify's).",
+        ),
+        Column("order_number", "text", nullable=True, required=False, description="The merchant-facing order number."),
+        Column(
+            "status", "text", enum=ORDER_STATUS, description="Order status: active, archived, cancelled or unknown."
+        ),
+        Column(
+            "payment_status",
+            "text",
+            enum=PAYMENT_STATUS,
+            description="Payment status: pending, paid, refunded, failed or unknown.",
+        ),
+        Column(
+            "fulfillment_status",
+            "text",
+            nullable=True,
+            enum=FULFILLMENT_STATUS,
+            description="Fulfillment status: fulfilled, unfulfilled, partial or unknown.",
+        ),
+        Column(
+            "iso_currency_code", "text", nullable=True, description="ISO 4217 currency of every amount of the order."
+        ),
+        Column("total_price", "numeric", description="Total price of the order, discounts applied, in its currency."),
+        Column("total_discount", "numeric", description="Sum of the discounts applied to the total price."),
+        Column("total_tax", "numeric", nullable=True, description="Total tax paid on the order."),
+        Column("total_shipping", "numeric", nullable=True, description="Sum of the shipping costs."),
+        Column(
+            "customer_id",
+            "text",
+            nullable=True,
+            source=("customer", "id"),
+            description="Rutter id of the customer who placed the order (rutter.customers.id).",
+        ),
+        Column("created_at", "timestamptz", description="When the order was placed (UTC); decides its partition day."),
+        Column(
+            "updated_at",
+            "timestamptz",
+            description="When the order last changed at the platform (UTC); the newer version wins.",
+        ),
     ),
     known_fields=_fields(
         "id platform_id cancelled_at payment_status status total_discount total_price fulfillment_status "
@@ -198,13 +264,23 @@ PRODUCTS = EntitySpec(
     webhook_prefix="PRODUCT",
     description="Catalogue products with their variants.",
     columns=(
-        Column("id", "text"),
-        Column("platform_id", "text", nullable=True, required=False),
-        Column("name", "text"),
-        Column("type", "text"),
-        Column("status", "text"),  # open string: Rutter documents "any string" besides its enum
-        Column("created_at", "timestamptz"),
-        Column("updated_at", "timestamptz"),
+        Column("id", "text", description="Rutter's id of the product, unique within the connection."),
+        Column(
+            "platform_id",
+            "text",
+            nullable=True,
+            required=False,
+            description="The product's id on the commerce platform.",
+        ),
+        Column("name", "text", description="Name of the product."),
+        Column("type", "text", description="The platform's own type or category of the product (not standardized)."),
+        Column(
+            "status", "text", description="Product status (active, archived, draft, or the platform's own word)."
+        ),  # open string: Rutter documents "any string" besides its enum
+        Column(
+            "created_at", "timestamptz", description="When the product was created (UTC); decides its partition day."
+        ),
+        Column("updated_at", "timestamptz", description="When the product last changed (UTC); the newer version wins."),
     ),
     known_fields=_fields(
         "id platform_id description name type product_url images status tags variants created_at updated_at"
@@ -223,14 +299,35 @@ CUSTOMERS = EntitySpec(
     partition_fallback="updated_at",
     description="Commerce customers; Rutter allows a null id.",
     columns=(
-        Column("id", "text", nullable=True),
-        Column("platform_id", "text", nullable=True, required=False),
-        Column("email", "text", nullable=True),
-        Column("first_name", "text", nullable=True),
-        Column("last_name", "text", nullable=True),
-        Column("phone", "text", nullable=True),
-        Column("created_at", "timestamptz", nullable=True),
-        Column("updated_at", "timestamptz", nullable=True),
+        Column(
+            "id",
+            "text",
+            nullable=True,
+            description="Rutter's id of the customer; null for some platforms (Amazon), then _key stands in.",
+        ),
+        Column(
+            "platform_id",
+            "text",
+            nullable=True,
+            required=False,
+            description="The customer's id on the commerce platform.",
+        ),
+        Column("email", "text", nullable=True, description="Email address of the customer (personal data)."),
+        Column("first_name", "text", nullable=True, description="First name of the customer (personal data)."),
+        Column("last_name", "text", nullable=True, description="Last name of the customer (personal data)."),
+        Column("phone", "text", nullable=True, description="Phone number of the customer (personal data)."),
+        Column(
+            "created_at",
+            "timestamptz",
+            nullable=True,
+            description="When the customer was created (UTC); decides the partition day (else updated_at).",
+        ),
+        Column(
+            "updated_at",
+            "timestamptz",
+            nullable=True,
+            description="When the customer last changed (UTC); the newer version wins.",
+        ),
     ),
     known_fields=_fields("id platform_id email first_name last_name phone orders created_at updated_at platform_data"),
 )
@@ -244,18 +341,50 @@ TRANSACTIONS = EntitySpec(
     webhook_prefix="TRANSACTION",
     description="Payment transactions (sales, refunds, payouts, fees).",
     columns=(
-        Column("id", "text"),
-        Column("platform_id", "text", nullable=True, required=False),
-        Column("order_id", "text", nullable=True),
-        Column("payment_method_type", "text", enum=PAYMENT_METHOD_TYPE),
-        Column("status", "text", enum=TRANSACTION_STATUS),
-        Column("type", "text", enum=TRANSACTION_TYPE),
-        Column("amount", "numeric", nullable=True),
-        Column("fee", "numeric", nullable=True, required=False),
-        Column("gateway", "text", nullable=True),
-        Column("iso_currency_code", "text", nullable=True),
-        Column("created_at", "timestamptz"),
-        Column("updated_at", "timestamptz"),
+        Column("id", "text", description="Rutter's id of the transaction, unique within the connection."),
+        Column(
+            "platform_id",
+            "text",
+            nullable=True,
+            required=False,
+            description="The transaction's id on the commerce platform.",
+        ),
+        Column(
+            "order_id",
+            "text",
+            nullable=True,
+            description="Rutter id of the order the transaction belongs to (rutter.orders.id), if any.",
+        ),
+        Column(
+            "payment_method_type", "text", enum=PAYMENT_METHOD_TYPE, description="How it was paid: cash, card or other."
+        ),
+        Column(
+            "status",
+            "text",
+            enum=TRANSACTION_STATUS,
+            description="Outcome: success, failure, pending, cancelled, refunded or other.",
+        ),
+        Column(
+            "type",
+            "text",
+            enum=TRANSACTION_TYPE,
+            description="Kind of money movement: sale, refund, void, payout, fee or other.",
+        ),
+        Column("amount", "numeric", nullable=True, description="Amount of the transaction, in its currency."),
+        Column("fee", "numeric", nullable=True, required=False, description="Fee the payment provider charged for it."),
+        Column(
+            "gateway",
+            "text",
+            nullable=True,
+            description="Payment gateway that processed it (e.g. shopify_payments, stripe).",
+        ),
+        Column("iso_currency_code", "text", nullable=True, description="ISO 4217 currency of the amount and fee."),
+        Column(
+            "created_at", "timestamptz", description="When the transaction happened (UTC); decides its partition day."
+        ),
+        Column(
+            "updated_at", "timestamptz", description="When the transaction last changed (UTC); the newer version wins."
+        ),
     ),
     known_fields=_fields(
         "id platform_id order_id platform_customer_id payment_method_type status type amount fee gateway gateway_data "

@@ -11,6 +11,7 @@ batches (``defs/batches.py``) and report into the same partitions.
 import dagster as dg
 
 from rutter_pipeline.batch import gate_summary
+from rutter_pipeline.defs import catalog
 from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
@@ -18,7 +19,9 @@ from rutter_pipeline.ingest import Scope, land_scope
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import load_log
 
-GROUP = "rutter"
+# Lineage reads at a glance: the landing, warehouse and marts groups are the three stages of the data.
+LANDING_GROUP = "landing"
+WAREHOUSE_GROUP = "warehouse"
 # A backfill of one connection's history runs as a few range runs, not one process per month:
 # Dagster's per-run overhead is seconds, memory is flat per run. Six months per run (about the 183
 # days measured best on a year of 1M orders, benchmarks/RESULTS.md): two years are four or five runs,
@@ -68,14 +71,16 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
     @dg.asset(
         key=key,
         partitions_def=partitions_def,
-        group_name=GROUP,
+        group_name=LANDING_GROUP,
         kinds={"python", "postgres"},
+        metadata=catalog.landing_definition_metadata(spec),
         backfill_policy=BACKFILL_POLICY,
         check_specs=[check],
         pool=RUTTER_POOL,
         description=(
-            f"{spec.description} Fetched from Rutter {spec.endpoint} per UTC day of created_at, validated, "
-            f"and COPYed into landing.{spec.table} (the records as received)."
+            f"landing.{spec.table}: {spec.description} The records exactly as Rutter served them for the "
+            f"partition's days, valid ones only. Fetched from Rutter {spec.endpoint} per UTC day of created_at, "
+            "validated by the pandera gate, and COPYed in."
         ),
     )
     def landing(
@@ -158,13 +163,15 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
         key=warehouse_key(spec),
         deps=[landing_key(spec)],
         partitions_def=partitions_def,
-        group_name=GROUP,
+        group_name=WAREHOUSE_GROUP,
         kinds={"postgres"},
+        metadata=catalog.warehouse_definition_metadata(spec),
         backfill_policy=BACKFILL_POLICY,
         check_specs=[loaded],
         description=(
-            f"Merges the partition's landing rows into {tables} in one transaction: newer updated_at wins, "
-            "rows Rutter no longer returns are removed."
+            f"{tables}: {spec.description} One row per record and connection, Rutter's fields in typed columns "
+            "and the rest in extra: the tables to query. Merged from the landing in one transaction: newer "
+            "updated_at wins, rows Rutter no longer returns are removed."
         ),
     )
     def warehouse_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:

@@ -4,7 +4,8 @@ import dagster as dg
 
 from rutter_pipeline.defs.executors import executor_from_env
 
-INGEST_SELECTION = dg.AssetSelection.groups("rutter")
+# The landing and warehouse assets of every entity (and their checks); marts refresh by automation.
+INGEST_SELECTION = dg.AssetSelection.groups("landing", "warehouse")
 
 # Steps run in the run's own process: the per-step process start of the multiprocess executor costs
 # seconds, more than a partition's work; concurrency comes from runs (one per connection) instead.

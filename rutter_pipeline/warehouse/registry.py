@@ -91,6 +91,20 @@ class ImportResult:
         return len(self.added) + len(self.updated) + len(self.unchanged)
 
 
+@dataclass(frozen=True)
+class Merchant:
+    """Who is behind a connection id: its platform and store, as Rutter reports them (no token here).
+
+    ``store_name`` and ``store_url`` come from ``GET /store`` (migration 0007); None while unknown.
+    """
+
+    connection_id: str
+    platform: str | None
+    store_name: str | None
+    store_url: str | None = None
+    state: str = "ready"
+
+
 class RegistryWriteError(RuntimeError):
     """A registry write failed; carries the server's primary message only.
 
@@ -367,6 +381,53 @@ class ConnectionRegistry:
             last_event_at=row["last_event_at"],
             details=row["details"] or {},
         )
+
+    def merchants(self, states: Iterable[str] | None = None) -> builtins.list[Merchant]:
+        """Platform and store of every connection (or those in ``states``), ordered by id, without tokens."""
+        wanted = None if states is None else builtins.list(states)
+        for state in wanted or ():
+            _check_state(state)
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT connection_id, platform, store_name, store_url, state FROM rutter.connections "
+                "WHERE %(states)s::text[] IS NULL OR state = ANY(%(states)s) ORDER BY connection_id",
+                {"states": wanted},
+            ).fetchall()
+        return [Merchant(**row) for row in rows]
+
+    def set_merchants(self, merchants: Sequence[Merchant]) -> builtins.list[str]:
+        """Record platform and store names as Rutter reports them, in one statement; return the ids changed.
+
+        A None keeps the known value (Rutter's /store answers only once a connection is ready), and
+        a row whose values are already stored is not written: a refresh of 1,000 unchanged merchants
+        writes nothing. The state is not touched (it is the lifecycle's).
+        """
+        if not merchants:
+            return []
+        with self._transaction() as conn:
+            rows = conn.execute(
+                """
+                UPDATE rutter.connections AS c SET
+                    platform = COALESCE(m.platform, c.platform),
+                    store_name = COALESCE(m.store_name, c.store_name),
+                    store_url = COALESCE(m.store_url, c.store_url),
+                    updated_at = now()
+                FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+                    AS m(connection_id, platform, store_name, store_url)
+                WHERE c.connection_id = m.connection_id
+                  AND (c.platform IS DISTINCT FROM COALESCE(m.platform, c.platform)
+                       OR c.store_name IS DISTINCT FROM COALESCE(m.store_name, c.store_name)
+                       OR c.store_url IS DISTINCT FROM COALESCE(m.store_url, c.store_url))
+                RETURNING c.connection_id
+                """,
+                (
+                    [m.connection_id for m in merchants],
+                    [m.platform for m in merchants],
+                    [m.store_name for m in merchants],
+                    [m.store_url for m in merchants],
+                ),
+            ).fetchall()
+        return sorted(r["connection_id"] for r in rows)
 
     @staticmethod
     def _locked_state(conn: psycopg.Connection[Any], connection_id: str, must_exist: bool = False) -> str | None:
