@@ -29,6 +29,11 @@ class RutterResource(dg.ConfigurableResource):
     page_limit: int = Settings.page_limit
     window_fragments: int = Settings.window_fragments
     max_requests_per_10s: int = Settings.max_requests_per_10s
+    # Transport limits, tunable per run in the launchpad (``resources.rutter.config``) without a deploy:
+    # a slow upstream may need a longer read timeout, a fault test a shorter one and fewer attempts.
+    read_timeout_s: float = 60.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.5
     _client: RutterClient | None = PrivateAttr(default=None)
 
     def client(self) -> RutterClient:
@@ -41,6 +46,9 @@ class RutterResource(dg.ConfigurableResource):
                 page_limit=self.page_limit,
                 window_fragments=self.window_fragments,
                 max_requests_per_10s=self.max_requests_per_10s,
+                read_timeout_s=self.read_timeout_s,
+                max_attempts=self.max_attempts,
+                backoff_initial_s=self.backoff_initial_s,
             )
         return self._client
 

@@ -40,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 from rutter_pipeline.sandbox.connections import Connection
 from rutter_pipeline.sandbox.faults import FaultInjector
 from rutter_pipeline.sandbox.query import ENDPOINTS, BadRequest, encode_cursor, parse_list_query, select
-from rutter_pipeline.sandbox.records import CREATED, version_at
+from rutter_pipeline.sandbox.records import CREATED, KEY, TIMES, version_at
 from rutter_pipeline.sandbox.state import Sandbox
 
 JSON = "application/json"
@@ -117,7 +117,7 @@ class RutterApi:
     def _endpoint(self, template: str, handler: Handler, scoped: bool):
         async def endpoint(request: Request) -> Response:
             self.sb.last_request_at = time.monotonic()
-            decision = self.faults.decide(template)
+            decision = self.faults.decide(template, has_cursor=bool(request.query_params.get("cursor")))
             if decision.delay:
                 await asyncio.sleep(decision.delay)
             if decision.drop:
@@ -218,10 +218,18 @@ class RutterApi:
             now = self.sb.now_ms
             lower = conn.transactional_lower(now) if endpoint.transactional else None
             recs, nxt = select(conn.merchant, q, now, lower, q.limit)
+            faults = self.faults.settings
+            if faults.repeat_boundary and nxt is not None and len(recs) > 1:
+                last, v = recs[-1]  # the next page starts with this page's last record again
+                nxt = (last[TIMES][v] if q.by_updated else last[CREATED], last[KEY])
+                self.faults.count("repeat_boundary")
             cursor = b"null" if nxt is None else orjson.dumps(encode_cursor(nxt, q.fingerprint(conn.id)))
             parts = [b'{"connection":', orjson.dumps(conn.envelope()), envelope_key]
             self.sb.append_records(parts, conn, entity, recs)
             parts += (b'],"next_cursor":', cursor, b"}")
+            if faults.advance_minutes_per_page > 0:  # records change before the client asks for the next page
+                self.sb.advance(faults.advance_minutes_per_page)
+                self.faults.count("clock_step")
             return Response(b"".join(parts), 200, media_type=JSON)
 
         return handle

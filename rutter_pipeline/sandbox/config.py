@@ -21,6 +21,15 @@ class FaultSettings:
     rate_truncate: float = 0.0  # status 200, JSON cut in the middle
     rate_drop: float = 0.0  # connection closed without a response
     burst_5xx: int = 0  # the next N requests fail with 5xx (counts down)
+    rate_slow: float = 0.0  # a share of responses held back ``slow_seconds`` (beyond a client's read timeout)
+    slow_seconds: float = 0.0
+    cursor_failures: int = 0  # the next N requests that carry a ``cursor`` fail with 500: paging breaks mid-stream
+    # Each list page's next_cursor points at its own last record, so that record opens the next page
+    # again (what an offset-paging platform does when a record is inserted between two reads).
+    repeat_boundary: bool = False
+    # The simulated clock moves this far after each list page: records change between two pages
+    # of one window (an order fulfilled while a sync pages through its day).
+    advance_minutes_per_page: float = 0.0
     endpoints: list[str] | None = None
     seed: int = 0
 

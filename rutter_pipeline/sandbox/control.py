@@ -68,9 +68,11 @@ class SandboxControl:
         self._call("DELETE", "/faults")
 
     def mutate(self, *, connection_id: str, entity: str, day: date, kind: str, field: str | None = None,
-               count: int | None = None) -> dict:
+               count: int | None = None, value: object = None, index: int = 0) -> dict:
+        """Serve the day's records changed (``mutations.KINDS``); ``set_field`` writes ``value`` at
+        ``field`` in ``count`` records from the ``index``-th of the day (in created_at order)."""
         body = {"connection_id": connection_id, "entity": entity, "day": day.isoformat(), "kind": kind,
-                "field": field, "count": count}
+                "field": field, "count": count, "value": value, "index": index}
         return self._call("POST", "/mutations", json=body)
 
     def clear_mutations(self, connection_id: str | None = None) -> None:

@@ -139,7 +139,8 @@ class ControlApi:
             raise SandboxError(f"entity must be one of {', '.join(ENDPOINTS)}")
         day = day_number(date.fromisoformat(str(body.get("day"))))
         return self.sb.mutations.add(conn.id, entity, day, str(body.get("kind")), body.get("field"),
-                                     body.get("count"), conn.merchant.day(entity, day).keys)
+                                     body.get("count"), conn.merchant.day(entity, day).keys,
+                                     body.get("value"), int(body.get("index") or 0))
 
     def list_mutations(self, request: Request, body: dict) -> list[dict]:
         return self.sb.mutations.listing()

@@ -2,8 +2,11 @@
 
 Decided per request, before any work, from a seeded generator (reproducible runs). Kinds: 429
 (with or without ``Retry-After``), 500/502/503, a delay, a truncated body (status 200, JSON cut in
-the middle), a dropped connection (closed without any response) and bursts (the next N requests
-fail with 5xx). ``/_sandbox/`` is never affected.
+the middle), a dropped connection (closed without any response), bursts (the next N requests
+fail with 5xx), slow responses (a share held back beyond a client's timeout) and cursor failures
+(the next N requests that carry a cursor fail: paging breaks mid-stream). Page-shape faults
+(a record repeated across a page boundary, the clock moving between pages) are applied by the list
+handler from the same settings. ``/_sandbox/`` is never affected.
 """
 
 from __future__ import annotations
@@ -42,11 +45,17 @@ class FaultInjector:
     def clear(self) -> None:
         self.settings = FaultSettings(seed=self.settings.seed)
 
-    def decide(self, path: str) -> FaultDecision:
+    def decide(self, path: str, has_cursor: bool = False) -> FaultDecision:
         s = self.settings
         if s.endpoints and not any(path.startswith(prefix) for prefix in s.endpoints):
             return NO_FAULT
-        if not (s.burst_5xx or s.rate_429 or s.rate_5xx or s.rate_truncate or s.rate_drop or s.delay_seconds):
+        if has_cursor and s.cursor_failures > 0:
+            s.cursor_failures -= 1
+            self.counts["cursor_5xx"] += 1
+            return FaultDecision(s.delay_seconds, status=500)
+        if not (
+            s.burst_5xx or s.rate_429 or s.rate_5xx or s.rate_truncate or s.rate_drop or s.delay_seconds or s.rate_slow
+        ):
             return NO_FAULT
         rng = self._rng
         delay = s.delay_seconds
@@ -57,10 +66,13 @@ class FaultInjector:
             self.counts["burst_5xx"] += 1
             return FaultDecision(delay, status=503)
         roll = rng.random()
+        # "slow" comes last: without it the draws (and so a seeded run) are what they were before it
         for rate, kind in ((s.rate_drop, "drop"), (s.rate_429, "429"), (s.rate_5xx, "5xx"),
-                           (s.rate_truncate, "truncate")):
+                           (s.rate_truncate, "truncate"), (s.rate_slow, "slow")):
             if roll < rate:
                 self.counts[kind] += 1
+                if kind == "slow":
+                    return FaultDecision(delay + s.slow_seconds)
                 if kind == "drop":
                     return FaultDecision(delay, drop=True)
                 if kind == "429":
@@ -70,3 +82,7 @@ class FaultInjector:
                 return FaultDecision(delay, truncate=True)
             roll -= rate
         return FaultDecision(delay) if delay else NO_FAULT
+
+    def count(self, kind: str) -> None:
+        """Tally a fault applied outside ``decide`` (the page-shape faults of the list handler)."""
+        self.counts[kind] += 1

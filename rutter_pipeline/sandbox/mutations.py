@@ -3,7 +3,10 @@
 Validation has to stop a changed schema at the door, so the sandbox can serve, for the records
 created on one UTC day: a required field removed (``drop_field``), a field of another JSON type
 (``retype_field``, e.g. ``total_price`` as a string), an unknown new field (``add_field``), or a
-few malformed records (``corrupt_records``: a status outside its enum, or a required field null).
+few malformed records (``corrupt_records``: a status outside its enum, or a required field null),
+or one field of chosen records set to a given JSON value (``set_field``: a wrong type, a null, an
+odd string, an id that looks like SQL, an order with thousands of line items; a path may index
+into arrays, ``line_items.0.quantity``).
 Mutations apply wherever a record is served (lists, by-id reads, webhooks, ground truth), so
 ground truth always equals what the API actually returns.
 """
@@ -17,7 +20,7 @@ import orjson
 from rutter_pipeline.sandbox.records import CREATED, KEY, Rec, rec_bytes, tight
 from rutter_pipeline.sandbox.timefmt import DAY_MS
 
-KINDS = ("drop_field", "retype_field", "add_field", "corrupt_records")
+KINDS = ("drop_field", "retype_field", "add_field", "corrupt_records", "set_field")
 DEFAULT_NEW_FIELD = "sandbox_new_field"
 # what "corrupt" means per entity when no field is named: an enum violation where there is an enum
 CORRUPTIONS: dict[str, tuple[str, object]] = {
@@ -32,7 +35,8 @@ CORRUPTIONS: dict[str, tuple[str, object]] = {
 class Mutation:
     kind: str
     field: str
-    keys: frozenset[str] | None = None  # corrupt_records: the records affected
+    keys: frozenset[str] | None = None  # corrupt_records, set_field: the records affected
+    value: object = None  # set_field: the JSON value written
 
     def apply(self, entity: str, doc: dict, key: str) -> dict:
         if self.kind == "corrupt_records":
@@ -41,6 +45,9 @@ class Mutation:
             default_field, bad_value = CORRUPTIONS[entity]
             value = bad_value if self.field == default_field else None
             _set(doc, self.field, value)
+        elif self.kind == "set_field":
+            if self.keys is None or key in self.keys:
+                _set(doc, self.field, self.value)
         elif self.kind == "drop_field":
             _pop(doc, self.field)
         elif self.kind == "retype_field":
@@ -73,7 +80,10 @@ def _walk(doc: dict, path: str) -> tuple[dict | None, str]:
     *parents, last = path.split(".")
     node: object = doc
     for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, list) and part.isdigit():  # an array element: line_items.0.quantity
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
     return (node if isinstance(node, dict) else None), last
 
 
@@ -101,20 +111,26 @@ class Mutations:
         self._memo: dict[tuple[tuple[str, str, int], str, int], bytes] = {}
 
     def add(self, connection_id: str, entity: str, day: int, kind: str, field: str | None,
-            count: int | None, day_keys: list[str]) -> dict:
+            count: int | None, day_keys: list[str], value: object = None, index: int = 0) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown mutation kind {kind!r}; known: {', '.join(KINDS)}")
         if entity not in CORRUPTIONS:
             raise ValueError(f"unknown entity {entity!r}")
         keys = None
-        if kind == "corrupt_records":
+        if kind == "set_field":  # the value is not echoed back: 5,000 line items would make the answer huge
+            if not field:
+                raise ValueError("set_field needs a field")
+            if not 0 <= index < len(day_keys):
+                raise ValueError(f"index {index} is outside the day's {len(day_keys)} records")
+            keys = frozenset(day_keys[index : index + max(1, count or 1)])
+        elif kind == "corrupt_records":
             field = field or CORRUPTIONS[entity][0]
             keys = frozenset(day_keys[: max(1, count or 1)])
         elif kind == "add_field":
             field = field or DEFAULT_NEW_FIELD
         elif not field:
             raise ValueError(f"{kind} needs a field")
-        mutation = Mutation(kind, field, keys)
+        mutation = Mutation(kind, field, keys, value)
         slot = (connection_id, entity, day)
         self._by_day.setdefault(slot, []).append(mutation)
         self._forget(slot)

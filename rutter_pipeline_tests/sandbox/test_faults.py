@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import time
+from datetime import date
 from urllib.parse import urlsplit
 
 import orjson
@@ -12,7 +14,7 @@ import requests
 
 from rutter_pipeline.sandbox import FaultSettings, SandboxConfig
 from rutter_pipeline_tests.fixtures.sandbox import SANDBOX_NOW
-from rutter_pipeline_tests.sandbox.helpers import get, session
+from rutter_pipeline_tests.sandbox.helpers import DAY_MS, JAN_14, get, pages, session
 
 
 @pytest.fixture
@@ -89,3 +91,54 @@ def test_faults_can_target_endpoints_and_start_from_config(sandbox_factory):
     assert get(sb, "/products", tok).status_code == 200
     with pytest.raises(Exception, match="unknown fault settings"):
         sb.control.set_faults(rate_teapot=1.0)
+
+
+def _ids(sb, tok, limit=7, **params) -> list[list[str]]:
+    return [[o["id"] for o in page["orders"]] for page in pages(sb, "/orders", tok, limit=limit, **params)]
+
+
+def test_a_share_of_responses_is_slow_and_cursor_requests_can_fail(sandbox, token):
+    sandbox.control.set_faults(rate_slow=1.0, slow_seconds=0.3)
+    t = time.monotonic()
+    assert get(sandbox, "/store", token).status_code == 200
+    assert time.monotonic() - t >= 0.3
+    sandbox.control.set_faults(rate_slow=0.0, cursor_failures=2)
+    first = get(sandbox, "/orders", token, limit=5)
+    assert first.status_code == 200  # no cursor: not affected
+    cursor = first.json()["next_cursor"]
+    codes = [get(sandbox, "/orders", token, limit=5, cursor=cursor).status_code for _ in range(3)]
+    assert codes == [500, 500, 200]
+    assert sandbox.control.stats()["faults_injected"] == {"slow": 1, "cursor_5xx": 2}
+
+
+def test_a_record_repeated_across_each_page_boundary(sandbox, token):
+    clean = _ids(sandbox, token, created_at_min=JAN_14, created_at_max=JAN_14 + DAY_MS - 1)
+    sandbox.control.set_faults(repeat_boundary=True)
+    repeated = _ids(sandbox, token, created_at_min=JAN_14, created_at_max=JAN_14 + DAY_MS - 1)
+    assert len(repeated) > 2
+    assert all(page[-1] == nxt[0] for page, nxt in itertools.pairwise(repeated))  # the boundary record twice
+    flat = [i for page in repeated for i in page]
+    assert list(dict.fromkeys(flat)) == [i for page in clean for i in page] and len(flat) > len(set(flat))
+
+
+def test_records_change_between_pages_when_the_clock_steps(sandbox, token):
+    before = sandbox.control.now()
+    sandbox.control.set_faults(advance_minutes_per_page=120)
+    walk = _ids(sandbox, token, limit=60, updated_at_min=JAN_14 - 2 * DAY_MS)
+    flat = [i for page in walk for i in page]
+    assert len(flat) > len(set(flat)), "no order changed while being paged: the walk saw each once"
+    steps = sandbox.control.stats()["faults_injected"]["clock_step"]
+    assert steps == len(walk) and (sandbox.control.now() - before).total_seconds() == steps * 120 * 60
+
+
+def test_set_field_serves_a_value_at_a_path_of_chosen_records(sandbox, token):
+    conn = sandbox.control.list_connections()[0]["connection_id"]
+    day_ms = (JAN_14, JAN_14 + DAY_MS - 1)
+    clean = sandbox.control.ground_truth("orders", conn, created_at_min=day_ms[0], created_at_max=day_ms[1])
+    sandbox.control.mutate(connection_id=conn, entity="orders", day=date(2026, 1, 14), kind="set_field",
+                           field="line_items.0.quantity", value="three", index=2, count=2)  # fmt: skip
+    served = [o for page in pages(sandbox, "/orders", token, created_at_min=day_ms[0], created_at_max=day_ms[1],
+                                  limit=50) for o in page["orders"]]  # fmt: skip
+    changed = [i for i, (a, b) in enumerate(zip(clean, served, strict=True)) if a != b]
+    assert changed == [2, 3] and {served[i]["line_items"][0]["quantity"] for i in changed} == {"three"}
+    assert served == sandbox.control.ground_truth("orders", conn, created_at_min=day_ms[0], created_at_max=day_ms[1])
