@@ -7,6 +7,9 @@ executor (``RUTTER_CELERY_BROKER_URL``, ``RUTTER_CELERY_QUEUE``); the worker als
 needs (``WAREHOUSE_URL``, ``RUTTER_*``), because each step loads the code location in the worker.
 """
 
+from collections.abc import Mapping
+
+from celery import Celery
 from dagster._core.execution.retries import RetryMode
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
@@ -14,12 +17,20 @@ from dagster_celery.tasks import create_task
 
 from rutter_pipeline.defs.executors import broker_url, celery_executor_args
 
-_args = celery_executor_args()
-_executor = CeleryExecutor(
-    retries=RetryMode(RetryMode.DISABLED),
-    broker=broker_url(),
-    backend=_args["backend"],
-    config_source=_args["config_source"],
-)
-app = make_app(_executor.app_args())
-execute_plan = create_task(app)
+
+def worker_app(env: Mapping[str, str] | None = None) -> Celery:
+    """dagster-celery's app with its step task (``execute_plan``), configured as the executor is."""
+    args = celery_executor_args(env)
+    executor = CeleryExecutor(
+        retries=RetryMode(RetryMode.DISABLED),
+        broker=broker_url(env),
+        backend=args["backend"],
+        config_source=args["config_source"],
+    )
+    celery_app = make_app(executor.app_args())
+    # Not shared: Celery would add a shared task to every app this process builds (tests build several).
+    create_task(celery_app, shared=False)
+    return celery_app
+
+
+app = worker_app()

@@ -41,3 +41,15 @@ def test_a_broker_url_with_a_password_stays_out_of_the_executor_config() -> None
 def test_an_unknown_executor_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="RUTTER_EXECUTOR must be 'in_process' or 'celery', got 'k8s'"):
         executor_from_env({EXECUTOR_ENV: "k8s"})
+
+
+def test_the_worker_app_is_built_from_the_executors_settings() -> None:
+    """A worker started with ``-A rutter_pipeline.defs.celery_app`` consumes what the executor sends."""
+    from rutter_pipeline.defs.celery_app import worker_app
+
+    app = worker_app({QUEUE_ENV: "rutter-eu", BROKER_ENV: "pyamqp://rutter:s3cret@mq.internal:5672//"})
+    assert app.conf.task_default_queue == "rutter-eu"
+    assert app.conf.task_acks_late is True and app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.broker_url == "pyamqp://rutter:s3cret@mq.internal:5672//"
+    assert "execute_plan" in app.tasks  # dagster-celery's step task, the one the executor sends
