@@ -2,6 +2,7 @@
 """One-command entry points for a machine that has only Python 3.11+.
 
     python3 dev.py start      # install what is missing, then run the stack and the Dagster UI
+    python3 dev.py stop       # stop a running stack and the embedded PostgreSQL
     python3 dev.py test       # install what is missing, then run the whole test suite
     python3 dev.py lint       # ruff
     python3 dev.py shell CMD  # run CMD inside the project's virtualenv
@@ -12,8 +13,10 @@ with its ``dev`` extra into it (again whenever ``pyproject.toml`` changes), and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -43,12 +46,50 @@ def ensure_venv(extras: str = "dev,bench") -> None:
     STAMP.write_text(want)
 
 
-def run(cmd: list[str]) -> int:
+def venv_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".state" / "run"))
-    Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
-    return subprocess.call(cmd, cwd=ROOT, env=env)
+    runtime = Path(env["XDG_RUNTIME_DIR"])
+    runtime.mkdir(parents=True, exist_ok=True)
+    if runtime == ROOT / ".state" / "run":
+        runtime.chmod(0o700)  # platformdirs warns on every import otherwise (the spec wants 0700)
+    return env
+
+
+def run(cmd: list[str]) -> int:
+    return subprocess.call(cmd, cwd=ROOT, env=venv_env())
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+
+
+def run_forwarding_signals(cmd: list[str]) -> int:
+    """Run ``cmd`` in a process group of its own and pass it every stop signal this process gets.
+
+    A signal sent to dev.py alone (a supervisor, an IDE's stop button, ``kill``) would otherwise leave
+    the child and its children running; a terminal's Ctrl-C, sent to the whole foreground group, would
+    reach every process at once, each printing its own traceback. The child stops its children itself.
+    """
+    child: subprocess.Popen | None = None
+    pending: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if child is None:
+            pending.append(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):  # it is exiting already
+                child.send_signal(signum)
+
+    # Handlers first: the child must not inherit an ignored SIGINT (background jobs of a shell have one).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, forward)
+    group = {"process_group": 0} if os.name == "posix" else {}
+    child = subprocess.Popen(cmd, cwd=ROOT, env=venv_env(), **group)
+    for signum in pending:
+        child.send_signal(signum)
+    code = child.wait()  # PEP 475: the wait resumes after each forwarded signal
+    return 128 - code if code < 0 else code
 
 
 def main(argv: list[str]) -> int:
@@ -63,7 +104,10 @@ def main(argv: list[str]) -> int:
         return run([str(PY), "-m", "pytest", *args])
     if command == "start":
         ensure_venv()
-        return run([str(BIN / "rutter-pipeline"), "dev", *rest])
+        return run_forwarding_signals([str(BIN / "rutter-pipeline"), "dev", *rest])
+    if command == "stop":
+        ensure_venv()
+        return run([str(BIN / "rutter-pipeline"), "stop", *rest])
     if command == "lint":
         ensure_venv()
         return run([str(PY), "-m", "ruff", "check", ".", *rest])

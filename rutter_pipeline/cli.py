@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webhooks": ("rutter_pipeline.webhooks.cli", "the webhook receiver (webhooks serve)"),
     "connections": ("rutter_pipeline.connections_cli", "the connection registry"),
     "db": ("rutter_pipeline.warehouse.cli_db", "warehouse schema (db migrate)"),
+    "stop": ("rutter_pipeline.stop_cli", "stop a running `dev` and the embedded PostgreSQL"),
     "env": ("rutter_pipeline.env_cli", "print the shell exports that point dagster CLIs at the local stack"),
 }
 

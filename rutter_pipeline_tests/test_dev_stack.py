@@ -73,8 +73,9 @@ def test_dev_brings_up_the_ui_with_demo_connections_and_a_launched_partition_lan
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUTTER_", "WAREHOUSE_URL", "DAGSTER_"))}
     env["RUTTER_PIPELINE_STATE_DIR"] = str(state)
-    log = tmp_path / "dev.log"
-    with log.open("w") as out:
+    stdout = tmp_path / "stdout.txt"  # the banner; everything else goes to the state folder's dev.log
+    log = state / "dev.log"
+    with stdout.open("w") as out:
         proc = subprocess.Popen(
             [str(BIN / "rutter-pipeline"), "dev", "--port", str(port), "--connections", "2", "--history-days", "5"],
             env=env,
@@ -111,7 +112,7 @@ def test_dev_brings_up_the_ui_with_demo_connections_and_a_launched_partition_lan
         )
         assert {r["status"] for r in history_done} == {"SUCCESS"}, log.read_text()[-4000:]
 
-        sandbox_url = re.search(r"sandbox: (http://\S+)/versioned", log.read_text()).group(1)
+        sandbox_url = re.search(r"sandbox: (http://\S+)/versioned", stdout.read_text()).group(1)
         # the month holding yesterday, complete up to yesterday (the sandbox's clock follows the real one)
         from datetime import UTC, datetime, timedelta
 

