@@ -11,6 +11,7 @@ from rutter_pipeline.defs.catalog import (
     merchants_fresh,
     merchants_job,
     merchants_schedule,
+    platform_tag_sensor,
 )
 from rutter_pipeline.defs.executors import executor_from_env
 from rutter_pipeline.defs.ingest import build_entity_assets, warehouse_key
@@ -44,6 +45,7 @@ def build_definitions() -> dg.Definitions:
             data_webhook_sensor,
             run_failure_alert_sensor,
             marts_automation_sensor,
+            platform_tag_sensor,
         ],
         resources=resources_from_env(),
         # A partition's steps are seconds of work; a process per step would cost as much again. The

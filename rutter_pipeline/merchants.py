@@ -60,8 +60,7 @@ def refresh(
     initial sync). A Rutter error on one store is logged and leaves that merchant for the next
     refresh; an error of ``GET /connections`` propagates (nothing can be learned without it).
     """
-    wanted = None if connection_ids is None else set(connection_ids)
-    known = [m for m in registry.merchants() if m.state != "removed" and (wanted is None or m.connection_id in wanted)]
+    known = [m for m in registry.merchants(connection_ids=connection_ids) if m.state != "removed"]
     platforms: dict[str, str] = {}
     if any(m.platform is None for m in known):
         platforms = {

@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from rutter_pipeline import merchants
-from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, scopes_for
+from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, parse_key, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.ingest import Scope
@@ -388,3 +388,61 @@ merchants_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 30 minutes (RUTTER_MERCHANTS_CRON): merchant names and the freshness check, which alerts.",
 )
+
+
+def connection_of_run(tags: Mapping[str, str]) -> str | None:
+    """The one connection a run is about, from its tags; None for a batch of several or no connection.
+
+    Sensor-requested runs carry ``rutter/connection``; a run launched from the UI for one partition or
+    one connection's range has only Dagster's partition tags.
+    """
+    if tags.get("rutter/connection"):
+        return tags["rutter/connection"]
+    if tags.get("dagster/partition/connection"):
+        return tags["dagster/partition/connection"]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    keys = [start, end] if start and end else [tags.get("dagster/partition")]
+    try:
+        ids = {parse_key(k)[0] for k in keys if k}
+    except ValueError:  # a key of another shape (an unpartitioned or other job's run)
+        return None
+    return ids.pop() if len(ids) == 1 else None
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.STARTED,
+    name="platform_tag_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    request_job=merchants_job,
+    minimum_interval_seconds=15,
+    description=(
+        "Tags each started run about one connection with rutter/platform (its merchant's platform), asking Rutter "
+        "for the merchant's platform and store name first when the registry lacks them; refreshes the connections "
+        "table when it learned a name."
+    ),
+)
+def platform_tag_sensor(context: dg.RunStatusSensorContext, rutter: RutterResource, warehouse: WarehouseResource):
+    run = context.dagster_run
+    connection_id = connection_of_run(run.tags)
+    if connection_id is None or PLATFORM_TAG in run.tags:
+        return dg.SkipReason("not a run about one connection, or tagged already")
+    registry = warehouse.registry()
+    known = registry.merchants(connection_ids=[connection_id])
+    if not known:
+        return dg.SkipReason(f"connection {connection_id} is not registered")
+    learned: list[str] = []
+    if known[0].platform is None or known[0].store_name is None:
+        # A connection registered from a webhook has no platform (webhooks carry none): its first
+        # run is the moment to ask, so that this run and every later one carry the tag.
+        try:
+            learned = merchants.refresh(rutter.client(), registry, [connection_id], max_stores=1).changed
+        except Exception as exc:  # a name is a convenience: never fail the sensor for it
+            context.log.warning("could not ask Rutter about connection %s: %s", connection_id, type(exc).__name__)
+        known = registry.merchants(connection_ids=[connection_id])
+    platform = known[0].platform if known else None
+    if platform:
+        context.instance.add_run_tags(run.run_id, platform_tags(platform))
+    if learned:
+        # once per connection: its names are learned once, then the table shows them
+        return dg.RunRequest(run_key=f"merchant-names:{connection_id}", tags={"rutter/trigger": "names"})
+    return dg.SkipReason(f"run {run.run_id} tagged {platform or 'with no platform known'}")

@@ -382,16 +382,21 @@ class ConnectionRegistry:
             details=row["details"] or {},
         )
 
-    def merchants(self, states: Iterable[str] | None = None) -> builtins.list[Merchant]:
-        """Platform and store of every connection (or those in ``states``), ordered by id, without tokens."""
+    def merchants(
+        self, states: Iterable[str] | None = None, connection_ids: Iterable[str] | None = None
+    ) -> builtins.list[Merchant]:
+        """Platform and store of every connection (or those in ``states``, or with ``connection_ids``),
+        ordered by id, without tokens."""
         wanted = None if states is None else builtins.list(states)
         for state in wanted or ():
             _check_state(state)
+        ids = None if connection_ids is None else builtins.list(connection_ids)
         with self._transaction() as conn:
             rows = conn.execute(
                 "SELECT connection_id, platform, store_name, store_url, state FROM rutter.connections "
-                "WHERE %(states)s::text[] IS NULL OR state = ANY(%(states)s) ORDER BY connection_id",
-                {"states": wanted},
+                "WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s)) "
+                "AND (%(ids)s::text[] IS NULL OR connection_id = ANY(%(ids)s)) ORDER BY connection_id",
+                {"states": wanted, "ids": ids},
             ).fetchall()
         return [Merchant(**row) for row in rows]
 

@@ -16,6 +16,8 @@ import pytest
 from rutter_pipeline.defs.catalog import (
     CONNECTIONS_ASSET,
     FRESH_CHECK,
+    PLATFORM_TAG,
+    connection_of_run,
     keys_check_name,
     rows_check_name,
 )
@@ -237,3 +239,60 @@ def test_a_merchant_whose_orders_stopped_arriving_is_stale_and_alerts(
     (alert,) = [r for r in caplog.records if r.name == "rutter_pipeline.alerts"]
     assert FRESH_CHECK in alert.getMessage() and pipeline.connection_id in alert.getMessage()
     assert pipeline.access_token not in alert.getMessage()
+
+
+def started(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterEvent:
+    (record,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START).records
+    return record.event_log_entry.dagster_event
+
+
+def test_a_run_about_one_connection_is_tagged_with_its_platform_learned_from_rutter(
+    pipeline: Pipeline, instance_factory
+) -> None:
+    sandbox = pipeline.sandbox.control
+    merchant = sandbox.create_connection(platform="AMAZON", orders_per_day=3, history_days=10)
+    cid = merchant["connection_id"]
+    webhook_registration(pipeline.warehouse_url, cid, merchant["access_token"])
+    instance = instance_factory([pipeline.connection_id, cid])
+    defs = pipeline.definitions()
+    sensor = defs.get_sensor_def("platform_tag_sensor")
+
+    # a run launched from the UI for one of the merchant's months: only Dagster's partition tags
+    day = pipeline.today - timedelta(days=2)
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=pipeline.partition(day, cid),
+        asset_selection=[landing_key(ORDERS), warehouse_key(ORDERS)],
+    )
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert PLATFORM_TAG not in run.tags and connection_of_run(run.tags) == cid
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=started(instance, run.run_id),
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=defs.resources,
+        repository_def=defs.get_repository_def(),
+    )
+    with context:
+        requested = sensor(context)
+    assert instance.get_run_by_id(run.run_id).tags[PLATFORM_TAG] == "AMAZON"
+    truth = next(c for c in sandbox.list_connections() if c["connection_id"] == cid)
+    (known,) = ConnectionRegistry(pipeline.warehouse_url).merchants(connection_ids=[cid])
+    assert (known.platform, known.store_name) == ("AMAZON", truth["store_name"])
+    # it learned the names, so the connections table is refreshed, once per connection
+    assert isinstance(requested, dg.RunRequest) and requested.run_key == f"merchant-names:{cid}"
+
+
+def test_which_runs_are_about_one_connection() -> None:
+    assert connection_of_run({"rutter/connection": "a"}) == "a"
+    assert connection_of_run({"dagster/partition/connection": "a", "dagster/partition": "a|2026-01-01"}) == "a"
+    assert connection_of_run({"dagster/asset_partition_range_start": "a|2026-01-01",
+                              "dagster/asset_partition_range_end": "a|2026-06-01"}) == "a"  # fmt: skip
+    # a UI backfill's range over two connections, a batch of several, a job without partitions
+    assert connection_of_run({"dagster/asset_partition_range_start": "a|2026-01-01",
+                              "dagster/asset_partition_range_end": "b|2026-01-01"}) is None  # fmt: skip
+    assert connection_of_run({"rutter/connections": "2", "rutter/batch": "1/1"}) is None
+    assert connection_of_run({}) is None
