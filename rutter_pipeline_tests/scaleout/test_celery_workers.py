@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from dagster import EventLogEntry, RunsFilter
-from dagster._serdes import deserialize_value
+from dagster._serdes import deserialize_value, serialize_value
 
 from rutter_pipeline.defs.executors import BROKER_ENV, EXECUTOR_ENV, QUEUE_ENV
 from rutter_pipeline.defs.partitions import month_end
@@ -196,6 +196,7 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     pg_url: str,
     dagster_pg_url: str,
     pg_instance_factory,
+    broker_url: str,
     celery_workers,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -283,3 +284,11 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     with psycopg.connect(pg_url) as conn:
         not_loaded = conn.execute("SELECT count(*) FROM rutter.load_log WHERE status <> 'loaded'").fetchone()[0]
     assert not_loaded == 0
+
+    # The broker URL (it may carry a password) appears in no run (its config, tags), job snapshot or event.
+    with psycopg.connect(dagster_pg_url) as conn:
+        events = "\n".join(row[0] for row in conn.execute("SELECT event FROM event_logs"))
+    for run in runs:
+        snapshot = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
+        assert broker_url not in serialize_value(run) + snapshot, run.run_id
+    assert broker_url not in events
