@@ -1,9 +1,12 @@
 """Sensors: connection lifecycle (webhook inbox or polling), data webhooks, run-failure alerts.
 
 The state machine lives in the warehouse core (``warehouse.lifecycle``): a sensor feeds it events
-and turns its decisions into Dagster requests: add the connection's partition, launch history
-backfills as range runs, resume with exactly the gap, or start incremental syncs. A paused connection
-simply gets no runs (the schedules skip it, too).
+and turns every decision into Dagster requests: add the connection's partition, launch history
+backfills as range runs, resume with exactly the gap, start incremental syncs, or, on a pause,
+cancel the connection's queued runs (they would fail on NEEDS_UPDATE and page someone). A paused
+connection gets no new runs (the schedules skip it, too). Connection events are the lifecycle
+sensor's, data events the data webhook sensor's: each applies its class in id order (the machine
+keeps a cursor per class), so a data event on a ``pending`` connection moves it to ``ready`` too.
 """
 
 import json
@@ -32,12 +35,11 @@ from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import inbox, lifecycle, load_log
 from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, ConnectionRow
 
-PAUSED_STATES = ("needs_update", "disabled")
-
 EVENTS_PER_TICK = 500
 # No tick asks for more runs than this: a burst of INITIAL_UPDATEs (a lender onboarding hundreds of
 # merchants) is worked off over a few ticks instead of flooding the run queue in one.
 MAX_RUNS_PER_TICK = 50
+WILL_RETRY_TAG = "dagster/will_retry"
 DATA_PREFIXES = tuple(f"{spec.webhook_prefix}_" for spec in ENTITIES.values())
 # Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
 # longer than the max wait, before syncing a connection.
@@ -65,7 +67,7 @@ def gap_start_day(url: str, registry: ConnectionRegistry, connection_id: str) ->
     last = load_log.last_loaded_day(url, connection_id, ORDERS.name)
     if last:
         days.append(last + timedelta(days=1))
-    pauses = [row["at"] for row in registry.history(connection_id) if row["to_state"] in PAUSED_STATES]
+    pauses = [row["at"] for row in registry.history(connection_id) if row["to_state"] in lifecycle.PAUSED]
     if pauses:
         days.append(pauses[-1].astimezone(UTC).date())
     return min(days) if days else None
@@ -121,7 +123,51 @@ def decision_requests(
             tags={"rutter/connection": conn, "rutter/trigger": "resume"},
         )
         return [*range_run_requests(conn, gap_start, today, reason="gap", key=key), catch_up], []
-    return [], []
+    if decision.kind == "incremental_sync":
+        # Not debounced: the data webhook sensor debounces its own (it never calls this for them).
+        return [
+            dg.RunRequest(
+                job_name=incremental_sync_job.name,
+                run_key=f"sync:{conn}:{decision.entity}:{key}",
+                run_config=incremental_run_config([conn], [decision.entity] if decision.entity else None),
+                tags={"rutter/connection": conn, "rutter/trigger": "webhook"},
+            )
+        ], []
+    if decision.kind == "pause":
+        return [], []  # nothing to request: cancel_queued_runs stops what was already asked for
+    raise ValueError(f"unknown lifecycle decision {decision.kind!r}")
+
+
+def cancel_queued_runs(instance: dg.DagsterInstance, connection_id: str, why: str) -> list[str]:
+    """Cancel the connection's runs still in the queue (a pause): started ones finish or fail on their own.
+
+    Only runs tagged with the connection (the sensors' range runs and catch-ups); a batch run covers
+    many connections and skips a paused one itself.
+    """
+    queued = instance.get_runs(
+        filters=dg.RunsFilter(tags={"rutter/connection": connection_id}, statuses=[dg.DagsterRunStatus.QUEUED])
+    )
+    canceled = [run.run_id for run in queued if instance.run_coordinator.cancel_run(run.run_id)]
+    if canceled:
+        instance.report_engine_event(
+            f"connection {connection_id} paused ({why}): canceled {len(canceled)} queued run(s)", queued[0]
+        )
+    return canceled
+
+
+def act_on(
+    decision: lifecycle.Decision,
+    context: dg.SensorEvaluationContext,
+    url: str,
+    registry: ConnectionRegistry,
+    settings: Settings,
+    key: str,
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """:func:`decision_requests`, and for a pause the cancellation of the connection's queued runs."""
+    if decision.kind == "pause":
+        canceled = cancel_queued_runs(context.instance, decision.connection_id, decision.detail.get("state", ""))
+        context.log.info("paused %s: canceled queued runs %s", decision.connection_id, canceled)
+    return decision_requests(decision, url, registry, settings, key)
 
 
 def run_budget(settings: Settings) -> int:
@@ -168,7 +214,7 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
                 break
             decisions = lifecycle.apply_event(url, event)
             for decision in decisions:
-                new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"event{event.id}")
+                new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"event{event.id}")
                 runs += new_runs
                 partitions += [p for p in new_partitions if p not in partitions]
                 context.log.info("event %s %s -> %s %s", event.id, event.code, decision.kind, decision.connection_id)
@@ -208,14 +254,14 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
         if len(runs) >= budget:
             break  # the rest is applied on the next tick: their status will still say the same
         for decision in lifecycle.apply_status(url, connection_id, statuses[connection_id]):
-            new_runs, new_partitions = decision_requests(decision, url, registry, settings, f"poll{tick}")
+            new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"poll{tick}")
             runs += new_runs
             partitions += [p for p in new_partitions if p not in partitions]
     return _result(runs, partitions, tick, context.instance, "no connection changed state")
 
 
 @dg.sensor(
-    jobs=[incremental_sync_job],
+    jobs=[incremental_sync_job, ingest_job],
     minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
@@ -229,18 +275,34 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     pending: dict[str, dict] = state["pending"]
     now = time.time()
     events = inbox.read_events(url, state["after"], limit=EVENTS_PER_TICK * 4)
+    # The lifecycle decides what a data event means (an incremental sync of a ready connection; for a
+    # pending one, proof that its initial sync is done). A burst repeats one fact per record, so only
+    # the newest event of each (connection, entity) is applied: the same state and decisions, a
+    # transaction per pair instead of per record.
+    newest: dict[tuple[str, str], inbox.WebhookEvent] = {}
     for event in events:
-        if not event.code.startswith(DATA_PREFIXES) or not event.connection_id:
+        if event.code.startswith(DATA_PREFIXES) and event.connection_id:
+            entity = next(s.name for s in ENTITIES.values() if event.code.startswith(f"{s.webhook_prefix}_"))
+            newest[(event.connection_id, entity)] = event
+    runs: list[dg.RunRequest] = []
+    partitions: list[str] = []
+    registry = warehouse.registry()
+    settings = Settings.from_env()
+    for decision in lifecycle.apply_events(url, sorted(newest.values(), key=lambda e: e.id)):
+        if decision.kind != "incremental_sync":
+            new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"data{events[-1].id}")
+            runs += new_runs
+            partitions += [p for p in new_partitions if p not in partitions]
             continue
-        entity = next(s.name for s in ENTITIES.values() if event.code.startswith(f"{s.webhook_prefix}_"))
-        slot = pending.setdefault(event.connection_id, {"first": now, "last": now, "entities": [], "event": 0})
+        event = newest[(decision.connection_id, decision.entity or "")]
+        slot = pending.setdefault(decision.connection_id, {"first": now, "last": now, "entities": [], "event": 0})
         slot["last"] = now
-        slot["event"] = event.id
-        if entity not in slot["entities"]:
-            slot["entities"].append(entity)
+        slot["event"] = max(slot["event"], event.id)
+        if decision.entity not in slot["entities"]:
+            slot["entities"].append(decision.entity)
     if events:
         state["after"] = events[-1].id
-    live = {c.connection_id for c in warehouse.registry().list(states=LIVE_STATES)}
+    live = {c.connection_id for c in registry.list(states=LIVE_STATES)}
     due: dict[str, dict] = {}
     for connection_id, slot in list(pending.items()):
         quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS
@@ -252,19 +314,18 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
             due[connection_id] = slot
     # One run per batch of due connections; each run syncs every entity any of them was told about
     # (syncing an entity with no changes costs a request or two).
-    groups = batches(list(due), Settings.from_env().batch_size)
-    runs = [
+    groups = batches(list(due), settings.batch_size)
+    runs += [
         dg.RunRequest(
+            job_name=incremental_sync_job.name,
             run_key=f"webhook:{batch_key(group)}:{max(due[c]['event'] for c in group)}",
             run_config=incremental_run_config(group, sorted({e for c in group for e in due[c]["entities"]})),
             tags=batch_tags("webhook", i, len(groups), group),
         )
         for i, group in enumerate(groups)
     ]
-    return dg.SensorResult(
-        run_requests=runs,
-        cursor=json.dumps(state),
-        skip_reason=None if runs else f"{len(pending)} connection(s) waiting for the debounce",
+    return _result(
+        runs, partitions, json.dumps(state), context.instance, f"{len(pending)} connection(s) waiting for the debounce"
     )
 
 
@@ -275,6 +336,11 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
 )
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
+    # Page once per run, for its last attempt: the daemon retries a failed run (dagster.yaml run_retries)
+    # and marks the attempts it will retry; a retry that succeeds needs no one.
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info("run %s failed and will be retried: no alert for this attempt", run.run_id)
+        return
     tags = {
         "job": run.job_name,
         "run_id": run.run_id,

@@ -19,7 +19,8 @@ delivery is retried for about 15 minutes while later ones get through). The rule
    that the data is readable (and adds the partition); the history backfill waits for the resume.
 3. HISTORICAL_UPDATE on a ready connection: backfill the newly synced older range. While paused,
    the range is remembered and asked for on resume (the gap backfill covers recent days only).
-4. CONNECTION_NEEDS_UPDATE / CONNECTION_DISABLED pause a live (``pending``/``ready``) connection,
+4. CONNECTION_NEEDS_UPDATE / CONNECTION_DISABLED pause a ``pending`` or ``ready`` connection
+   (a ``pause`` decision only for a live one, ``registry.LIVE_STATES``: only it has runs to stop),
    except when stale: a CONNECTION_UPDATED that arrives while the connection is ``ready`` is the
    mark of reordering (the merchant re-authenticated a connection we think healthy, so the
    breakage it repairs is still in flight), and a pause event received within ``reorder_window``
@@ -56,6 +57,7 @@ from psycopg.types.json import Jsonb
 from rutter_pipeline.entities import ENTITIES
 from rutter_pipeline.warehouse.inbox import WebhookEvent
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.registry import LIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,6 @@ KINDS = (
     "none",  # part of the contract; this module answers a no-op with an empty list instead
 )
 PAUSED = ("needs_update", "disabled")
-LIVE = ("pending", "ready")
 REORDER_WINDOW = timedelta(minutes=15)
 _DATA_SUFFIXES = ("_CREATED", "_UPDATED", "_DELETED")
 _ENTITY_BY_PREFIX = {spec.webhook_prefix: name for name, spec in ENTITIES.items() if spec.webhook_prefix}
@@ -228,7 +229,7 @@ def _pause(
     if _stale(memory, signal, reorder_window):
         log.info("ignoring a stale %s: it arrived right after a CONNECTION_UPDATED", target)
         return state, memory, []
-    decisions = [("pause", {"state": target, **signal.detail})] if state in LIVE else []
+    decisions = [("pause", {"state": target, **signal.detail})] if state in LIVE_STATES else []
     return target, memory, decisions
 
 

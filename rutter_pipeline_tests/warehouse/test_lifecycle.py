@@ -92,7 +92,7 @@ CASES = [
     ("pending", Memory(), "historical", "ready", ["add_partition", "backfill_history"]),
     ("ready", LOADED, "historical", "ready", ["backfill_older"]),
     ("disabled", LOADED, "historical", "disabled", []),
-    ("pending", Memory(), "needs_update", "needs_update", ["pause"]),
+    ("pending", Memory(), "needs_update", "needs_update", []),  # paused, but it had no runs to stop
     ("ready", LOADED, "needs_update", "needs_update", ["pause"]),
     ("ready", LOADED, "disabled", "disabled", ["pause"]),
     ("needs_update", LOADED, "disabled", "disabled", []),
@@ -204,7 +204,7 @@ def test_connection_updated_before_the_needs_update_it_repairs(warehouse: str, i
 
 def test_initial_update_arriving_after_a_pause(warehouse: str, inbox: Inbox) -> None:
     inbox.event("INITIAL_UPDATE")  # stored, not applied: the sensor sees the pause first
-    assert inbox.apply("CONNECTION_NEEDS_UPDATE") == [("pause", None, {"state": "needs_update"})]
+    assert inbox.apply("CONNECTION_NEEDS_UPDATE") == []  # paused; a pending connection has no runs to stop
     assert inbox.apply("INITIAL_UPDATE") == [("add_partition", None, {})]  # readable, but paused
     assert state(warehouse) == "needs_update"
     assert inbox.apply("CONNECTION_UPDATED") == [("backfill_history", None, {})]
@@ -214,7 +214,8 @@ def test_initial_update_arriving_after_a_pause(warehouse: str, inbox: Inbox) -> 
 def test_a_connection_whose_initial_sync_never_finished_resumes_to_pending(warehouse: str, inbox: Inbox) -> None:
     inbox.event("CONNECTION_UPDATED")  # registers c1 pending (an API-created connection finished auth)
     assert inbox.apply("CONNECTION_UPDATED") == []
-    assert inbox.apply("CONNECTION_DISABLED") == [("pause", None, {"state": "disabled"})]
+    assert inbox.apply("CONNECTION_DISABLED") == []  # paused; a pending connection has no runs to stop
+    assert state(warehouse) == "disabled"
     assert inbox.apply("CONNECTION_UPDATED") == []
     assert state(warehouse) == "pending"
     assert inbox.apply("INITIAL_UPDATE") == [("add_partition", None, {}), ("backfill_history", None, {})]
