@@ -28,7 +28,9 @@ import pytest
 from cryptography.fernet import Fernet
 from dagster import EventLogEntry, RunsFilter
 from dagster._serdes import deserialize_value, serialize_value
+from dagster_graphql.test.utils import execute_dagster_graphql
 
+from rutter_pipeline.defs.batches import daily_run_config
 from rutter_pipeline.defs.executors import BROKER_ENV, EXECUTOR_ENV, QUEUE_ENV
 from rutter_pipeline.defs.partitions import month_end
 from rutter_pipeline.entities import ENTITIES
@@ -36,7 +38,7 @@ from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle
 from rutter_pipeline.sandbox.config import FaultSettings
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
-from rutter_pipeline_tests.fixtures.daemon import launch_backfill, run_backfill_until_done, workspace
+from rutter_pipeline_tests.fixtures.daemon import launch_backfill, run_backfill_until_done, wait_for_runs, workspace
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.fixtures.sandbox import SANDBOX_NOW
 
@@ -138,6 +140,26 @@ def celery_workers(
                 worker.kill()
         with kombu.Connection(broker_url, connect_timeout=5) as conn:  # leave no queue behind on the broker
             kombu.Queue(queue, channel=conn.default_channel).delete()
+
+
+LAUNCH_RUN = """
+mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message stack }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+
+
+def launch_job(context, job: str, run_config: dict) -> str:
+    """Launch a run of ``job`` as the UI's launchpad does (GraphQL ``launchRun``)."""
+    result = execute_dagster_graphql(
+        context.create_request_context(),
+        LAUNCH_RUN,
+        {"p": {"selector": {"repositoryLocationName": "rutter_pipeline", "repositoryName": "__repository__",
+                            "jobName": job}, "runConfigData": run_config}},
+    )  # fmt: skip
+    payload = result.data["launchRun"]
+    assert payload["__typename"] == "LaunchRunSuccess", payload
+    return payload["run"]["runId"]
 
 
 STEP_ON_WORKER = """
@@ -250,6 +272,9 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
         with workspace(instance) as context:
             backfill_id = launch_backfill(context, assets, keys)
             status = run_backfill_until_done(context, backfill_id, timeout=240)
+            # Then a batched job: yesterday's daily load of the five, on the worker left.
+            daily_id = launch_job(context, "daily_load_job", daily_run_config(ids, today - timedelta(days=1)))
+            (daily,) = wait_for_runs(instance, [daily_id])
     finally:
         stop.set()
         killer.join(timeout=30)
@@ -264,6 +289,9 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     (survivor,) = [w for w in workers if w is not victim]
     executions = [worker for r, s, worker in steps_on_workers(dagster_pg_url) if (r, s) == (run_id, step)]
     assert executions[0] == victim.name and survivor.name in executions[1:], executions
+    # The batched daily load ran its one step on the worker left.
+    assert daily.is_success, daily.status
+    assert [w for r, _, w in steps_on_workers(dagster_pg_url) if r == daily_id] == [survivor.name]
     # The pool held across runs and workers: the run's process claims a slot before it sends a landing
     # step (2 runs x 4 landing steps, 4 worker processes: without the pool 4 would run at once).
     assert most_landing_steps_at_once(dagster_pg_url) <= POOL_SLOTS
@@ -288,7 +316,7 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     # The broker URL (it may carry a password) appears in no run (its config, tags), job snapshot or event.
     with psycopg.connect(dagster_pg_url) as conn:
         events = "\n".join(row[0] for row in conn.execute("SELECT event FROM event_logs"))
-    for run in runs:
+    for run in [*runs, daily]:
         snapshot = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
         assert broker_url not in serialize_value(run) + snapshot, run.run_id
     assert broker_url not in events
