@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from rutter_pipeline.entities import ENTITIES, ORDERS, EntitySpec
@@ -47,6 +47,8 @@ class EntityResult:
     rejected: int = 0
     written: int = 0  # rows inserted or updated in rutter.<entity>
     records_by_day: dict[date, int] = field(default_factory=dict)
+    # Days the gate held back (status held): the other days of the scope merged unless all are held.
+    held_days: frozenset[date] = frozenset()
     changed_days: frozenset[date] = frozenset()  # days whose rows changed (incremental syncs)
     error: str | None = None
     report: ValidationReport | None = field(default=None, repr=False)
@@ -130,9 +132,10 @@ def load_days(
 ) -> ConnectionResult:
     """Land, gate and merge ``[start, end]`` of one connection, entity by entity; record each day.
 
-    An entity whose gate fails is held (its days recorded ``held``, nothing merged); one that fails
-    to fetch or merge is recorded ``failed`` and leaves ``rutter.<entity>`` as it was. The other
-    entities still load. ``marts.daily_sales`` is refreshed when orders were merged.
+    An entity whose gate fails is held: the failing days (all of them on a schema change) are
+    recorded ``held`` and not merged, its other days merge. One that fails to fetch or merge is
+    recorded ``failed`` and leaves ``rutter.<entity>`` as it was. The other entities still load.
+    ``marts.daily_sales`` is refreshed when orders were merged.
     """
     result, token = _start(registry, connection_id, entities)
     if token is None:
@@ -146,23 +149,22 @@ def load_days(
             item.records, item.landed, item.rejected = outcome.records, outcome.landed, outcome.rejected
             item.records_by_day = {date.fromisoformat(d): n for d, n in outcome.records_by_day.items()}
             item.report = outcome.report
-            passed = outcome.report is None or outcome.report.passed
-            if passed:
-                stats = loader.merge(spec, connection_id, start, end, run_id)
+            item.held_days = frozenset(outcome.held)
+            if len(outcome.held) < scope.days:  # some day passed: merge those
+                stats = loader.merge(spec, connection_id, start, end, run_id, skip_held=True)
                 item.written = stats.written
                 if spec is ORDERS:
                     loader.refresh_daily_sales(connection_id, start, end)
-            item.status = LOADED if passed else HELD
-            if not passed:
-                item.error = gate_summary(outcome.report)
-            load_log.record(
-                loader.url,
-                load_log.day_loads(
-                    connection_id, spec.name, start, end, status=item.status,
-                    landed_by_day=item.records_by_day, rejected_by_day=outcome.rejected_by_day, error=item.error,
-                ),
-                run_id,
+            item.status = LOADED if outcome.passed else HELD
+            if not outcome.passed:
+                reasons = sorted(set(outcome.held.values()))
+                item.error = f"held {_day_list(sorted(outcome.held))}: {'; '.join(reasons[:3])}"
+            loads = load_log.day_loads(
+                connection_id, spec.name, start, end, status=LOADED,
+                landed_by_day=item.records_by_day, rejected_by_day=outcome.rejected_by_day,
             )  # fmt: skip
+            held = [replace(d, status=HELD, error=outcome.held[d.day]) for d in loads if d.day in outcome.held]
+            load_log.record(loader.url, [d for d in loads if d.day not in outcome.held] + held, run_id)
         except Exception as exc:
             item.status, item.error = FAILED, _error_text(exc)
             log.warning("%s of %s %s..%s failed: %s", spec.name, connection_id, start, end, item.error)
@@ -208,10 +210,6 @@ def sync_connection(
     return result
 
 
-def gate_summary(report: ValidationReport | None) -> str:
-    if report is None:
-        return "held by the schema check"
-    parts = [f"{f['field']}: {f['kind']}" for f in report.schema_failures]
-    if report.rejects:
-        parts.append(f"{len(report.rejects)} of {report.total} records rejected (tolerance {report.tolerance})")
-    return "; ".join(parts) or "held by the schema check"
+def _day_list(days: Sequence[date]) -> str:
+    shown = ", ".join(d.isoformat() for d in days[:5])
+    return shown + (f" and {len(days) - 5} more" if len(days) > 5 else "")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from rutter_pipeline.entities import EntitySpec
-from rutter_pipeline.ingest import VALIDATION_CHUNK, reject_day
+from rutter_pipeline.ingest import VALIDATION_CHUNK, nul_errors, reject_day
 from rutter_pipeline.rutter.client import RutterClient
-from rutter_pipeline.validation import ValidationReport, validate_records
+from rutter_pipeline.validation import Reject, ValidationReport, validate_records
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
@@ -109,8 +109,15 @@ def sync_entity(
             # Raised inside the upsert's COPY: its transaction rolls back and nothing is loaded.
             raise SyncRejected(outcome)
 
+    def unstorable(record: dict, paths: list[str]) -> None:
+        # A NUL the warehouse cannot store: a reject like a malformed record, weighed by the gate.
+        errors = nul_errors(paths)
+        rejects.append((reject_day(spec, record), record, errors))
+        extra = ValidationReport(spec.name, 0, [], [Reject(record, errors)], [], [], tolerance=tolerance)
+        outcome.report = extra if outcome.report is None else outcome.report.merge(extra)
+
     try:
-        stats = loader.upsert(spec, connection_id, valid_records(), run_id)
+        stats = loader.upsert(spec, connection_id, valid_records(), run_id, unstorable=unstorable)
     finally:
         if rejects:
             outcome.rejected = loader.write_rejects(spec, connection_id, rejects, run_id)

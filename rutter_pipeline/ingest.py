@@ -12,7 +12,7 @@ import gc
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -20,7 +20,7 @@ from datetime import date
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.rutter.windows import day_window_ms
-from rutter_pipeline.validation import ValidationReport, validate_records
+from rutter_pipeline.validation import Reject, ValidationReport, validate_records
 from rutter_pipeline.warehouse.errors import MissingPartitionField
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.partitioning import partition_day
@@ -107,6 +107,39 @@ _paced_landings = 0
 _collector_was_enabled = True
 
 
+NUL_CHECK = "nul_character"
+
+
+def nul_errors(paths: list[str]) -> list[dict]:
+    """A reject's errors for a record holding NUL characters at ``paths`` (see Loader.land)."""
+    return [
+        {
+            "field": path,
+            "check": NUL_CHECK,
+            "failure_case": None,
+            "message": f"{path}: holds a NUL character (U+0000), which PostgreSQL cannot store",
+        }
+        for path in paths
+    ]
+
+
+def day_verdicts(
+    landed_by_day: Mapping[date, int], rejected_by_day: Mapping[date, int], tolerance: float
+) -> dict[date, str]:
+    """The days whose rejects exceed ``tolerance`` of their records, with the reason: those are held.
+
+    The reject tolerance is judged per UTC day, the unit the landing, the merge and
+    ``rutter.load_log`` work in, so one malformed record holds back its own day and not the
+    months around it (issue 19); a schema change, judged over the whole scope, holds all of it.
+    """
+    held = {}
+    for day, rejected in sorted(rejected_by_day.items()):
+        total = rejected + landed_by_day.get(day, 0)
+        if rejected and rejected / total > tolerance:
+            held[day] = f"{rejected} of {total} records rejected (tolerance {tolerance})"
+    return held
+
+
 @dataclass
 class LandingOutcome:
     """What one scope's landing did, for the asset's metadata and its schema check."""
@@ -121,6 +154,19 @@ class LandingOutcome:
     records_by_day: Counter[str] = field(default_factory=Counter)
     # Rejects per day, for rutter.load_log; rejects whose day cannot be told are in no day.
     rejected_by_day: Counter[date] = field(default_factory=Counter)
+    # Days held back by the gate, with the reason: the whole scope on a schema failure (or too many
+    # rejects of no known day), else the days whose own rejects exceed the tolerance.
+    held: dict[date, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Every day of the scope passed the gate."""
+        return not self.held
+
+    @property
+    def schema_failed(self) -> bool:
+        """The scope as a whole failed: Rutter's schema changed (nothing of it may merge)."""
+        return self.report is not None and bool(self.report.schema_failures)
 
 
 def land_scope(
@@ -136,12 +182,35 @@ def land_scope(
 ) -> LandingOutcome:
     """Fetch the scope's records, validate each page, land the valid ones and record the rejects.
 
-    The landing is replaced for the whole scope in one transaction and flagged with the verdict,
-    so the merge refuses a scope whose records failed the schema check.
+    The landing is replaced for the whole scope in one transaction and each day flagged with its
+    verdict (``day_verdicts``), so the merge refuses, or with ``skip_held`` leaves out, the days
+    that failed. A schema change fails every day of the scope. A record the warehouse cannot store
+    (a NUL character in any string) is rejected with that reason, like a malformed one.
     """
     started = time.monotonic()
     outcome = LandingOutcome(scope=scope)
     rejects: list[tuple[date | None, dict, list[dict]]] = []
+
+    def unstorable(record: dict, paths: list[str]) -> None:
+        errors = nul_errors(paths)
+        rejects.append((reject_day(spec, record), record, errors))
+        # Counted in the report (its total has the record already) so that the gate weighs it.
+        extra = ValidationReport(spec.name, 0, [], [Reject(record, errors)], [], [], tolerance=tolerance)
+        outcome.report = extra if outcome.report is None else outcome.report.merge(extra)
+        outcome.landed -= 1
+
+    def scope_passed() -> bool:
+        # Whole-scope failures: a schema change, or rejects that belong to no known day beyond the tolerance.
+        report = outcome.report
+        if report is None:
+            return True
+        undated = sum(1 for day, _, _ in rejects if day is None)
+        return not report.schema_failures and (not undated or undated / report.total <= tolerance)
+
+    def held_days(landed_by_day: Mapping[date, int]) -> list[date]:
+        by_day = Counter(day for day, _, _ in rejects if day is not None)
+        outcome.held = day_verdicts(landed_by_day, by_day, tolerance)
+        return list(outcome.held)
 
     def validate(batch: list[dict]) -> list[dict]:
         collect_young()  # the previous chunk's validation is garbage by now
@@ -177,8 +246,13 @@ def land_scope(
             scope.end,
             valid_pages(),
             run_id,
-            passed=lambda: outcome.report is None or outcome.report.passed,
+            passed=scope_passed,
+            held=held_days,
+            unstorable=unstorable,
         )
+    if not landed.passed:  # the whole scope failed its gate: every day is held, with the scope's reason
+        reason = gate_reason(outcome.report)
+        outcome.held = {day: reason for day in landed.per_date}
     # The loader reads each record's day anyway: its counts spare a second pass over the records.
     outcome.records_by_day.update({day.isoformat(): n for day, n in landed.per_date.items() if n})
     outcome.rejected_by_day.update(day for day, _, _ in rejects if day is not None)
@@ -190,3 +264,13 @@ def land_scope(
     )
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def gate_reason(report: ValidationReport | None) -> str:
+    """Why a scope failed its gate as a whole, in a line."""
+    if report is None:
+        return "held by the schema check"
+    parts = [f"{f['field']}: {f['kind']}" for f in report.schema_failures]
+    if report.rejects:
+        parts.append(f"{len(report.rejects)} of {report.total} records rejected (tolerance {report.tolerance})")
+    return "; ".join(parts) or "held by the schema check"

@@ -125,18 +125,20 @@ def _load_events(
 
     A failed entity fails its checks on each month it touched and shows that month red; passing
     checks are reported once the whole batch is done, for the months it set right (``_recovered``).
+    A held entity fails its checks on the months of its held days only: its other days merged.
     """
     for item in result.entities:
         if item.status == batch.SKIPPED or item.start is None or item.end is None:
             continue
         spec = ENTITIES[item.entity]
+        held_months = {month_start(d) for d in item.held_days}
         for month, days in _months(_days(item.start, item.end)).items():
             partition = str(partition_key(result.connection_id, month))
             records = sum(item.records_by_day.get(d, 0) for d in days)
             meta = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
             if item.status in (batch.LOADED, batch.HELD):
                 yield from buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
-            if item.status == batch.LOADED:
+            if item.status == batch.LOADED or (item.status == batch.HELD and month not in held_months):
                 yield from buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta))
                 if spec is ORDERS:
                     yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))

@@ -8,16 +8,21 @@ the sensors' history backfills; daily loads and incremental syncs of many connec
 batches (``defs/batches.py``) and report into the same partitions.
 """
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
 import dagster as dg
 
-from rutter_pipeline.batch import gate_summary
 from rutter_pipeline.defs import catalog
-from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, scopes_for
+from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, parse_days, parse_key, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
-from rutter_pipeline.ingest import Scope, land_scope
+from rutter_pipeline.ingest import LandingOutcome, Scope, land_scope, reject_day
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import load_log
+from rutter_pipeline.warehouse.loader import MergeStats
 
 # Lineage reads at a glance: the landing, warehouse and marts groups are the three stages of the data.
 LANDING_GROUP = "landing"
@@ -55,6 +60,190 @@ def loaded_check_name(spec: EntitySpec) -> str:
     return f"{spec.name}_loaded"
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One partition of a run: its key, and the run's days in it (None: the run has none there)."""
+
+    key: str
+    connection_id: str
+    month: date
+    days: tuple[date, date] | None
+
+    def has(self, day: date) -> bool:
+        return self.days is not None and self.days[0] <= day <= self.days[1]
+
+    @property
+    def days_text(self) -> str:
+        return "none" if self.days is None else f"{self.days[0]}..{self.days[1]}"
+
+    def scope(self, scopes: Iterable[Scope]) -> Scope | None:
+        """The run's scope that holds this partition's days (a scope covers whole runs of months)."""
+        if self.days is None:
+            return None
+        return next(s for s in scopes if s.connection_id == self.connection_id and s.start <= self.days[0] <= s.end)
+
+
+def _partitions(keys: Sequence[str], scopes: Sequence[Scope]) -> list[_Part]:
+    """The run's partitions with the days its scopes cover in each."""
+    parts = []
+    for key in keys:
+        connection_id, month = parse_key(key)
+        last = month_end(month)
+        covered = [
+            (max(s.start, month), min(s.end, last))
+            for s in scopes
+            if s.connection_id == connection_id and s.start <= last and s.end >= month
+        ]
+        days = (min(c[0] for c in covered), max(c[1] for c in covered)) if covered else None
+        parts.append(_Part(key, connection_id, month, days))
+    return parts
+
+
+def _landing_counts(part: _Part, outcome: LandingOutcome | None) -> dict[str, Any]:
+    """What the partition's own days landed: records fetched, landed, rejected, days held (with why)."""
+    if outcome is None:
+        return {"records": 0, "landed": 0, "rejected": 0, "held": {}}
+    landed = sum(n for d, n in outcome.records_by_day.items() if part.has(date.fromisoformat(d)))
+    rejected = sum(n for d, n in outcome.rejected_by_day.items() if part.has(d))
+    held = {d.isoformat(): why for d, why in sorted(outcome.held.items()) if part.has(d)}
+    return {"records": landed + rejected, "landed": landed, "rejected": rejected, "held": held}
+
+
+def _landing_part_metadata(part: _Part, by_scope: Mapping[Scope, LandingOutcome]) -> dict[str, Any]:
+    scope = part.scope(by_scope)
+    counts = _landing_counts(part, by_scope.get(scope) if scope else None)
+    return {
+        "dagster/row_count": counts["landed"],
+        "days": part.days_text,
+        "records": counts["records"],
+        "landed": counts["landed"],
+        "rejected": counts["rejected"],
+        "held_days": dg.MetadataValue.json(counts["held"]),
+    }
+
+
+def _schema_evaluation(
+    spec: EntitySpec, part: _Part, by_scope: Mapping[Scope, LandingOutcome]
+) -> dg.AssetCheckEvaluation:
+    """The partition's verdict of the gate, naming the partition, its days and the days it held.
+
+    Blocking (the warehouse step does not run) only for a schema change: days held for their
+    rejects are left out by the merge itself (Loader.merge(skip_held=True)), so the range's
+    other days still merge.
+    """
+    scope = part.scope(by_scope)
+    outcome = by_scope.get(scope) if scope else None
+    counts = _landing_counts(part, outcome)
+    metadata: dict[str, Any] = {
+        "partition": str(part.key),
+        "days": part.days_text,
+        "records": counts["records"],
+        "landed": counts["landed"],
+        "rejected": counts["rejected"],
+        "held_days": dg.MetadataValue.json(counts["held"]),
+        "tolerance": Settings.from_env().reject_tolerance,
+    }
+    report = outcome.report if outcome else None
+    if report is not None:
+        own = replace(report, rejects=[r for r in report.rejects if (d := reject_day(spec, r.record)) and part.has(d)])
+        metadata.update(
+            {
+                # Schema failures and drift are judged over the whole scope the partition was landed in.
+                "judged_over": str(outcome.scope),
+                "schema_failures": dg.MetadataValue.json([dict(f) for f in report.schema_failures]),
+                "drift": dg.MetadataValue.json(report.metadata()["drift"]),
+                "error_counts": dg.MetadataValue.json(own.metadata()["error_counts"]),
+                "failure_cases": dg.MetadataValue.json(own.failure_cases()),
+            }
+        )
+    held = counts["held"]
+    description = None
+    if held:
+        reasons = sorted(set(held.values()))
+        description = (
+            f"{part.key}: held {_day_list(list(held))} ({'; '.join(reasons[:3])}); nothing of these days merged"
+        )
+    return dg.AssetCheckEvaluation(
+        asset_key=landing_key(spec),
+        check_name=schema_check_name(spec),
+        passed=not held,
+        partition=str(part.key),
+        severity=dg.AssetCheckSeverity.ERROR,
+        blocking=bool(outcome and outcome.schema_failed),
+        description=description,
+        metadata=metadata,
+    )
+
+
+def _merge_counts(stats: MergeStats | None) -> dict[str, int]:
+    if stats is None:
+        return {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0, "deleted": 0}
+    return {
+        "inserted": stats.inserted,
+        "updated": stats.updated,
+        "unchanged": stats.unchanged,
+        "stale": stats.stale,
+        "deleted": stats.deleted,
+        **{f"{child}_inserted": c.inserted for child, c in stats.children.items()},
+        **{f"{child}_deleted": c.deleted for child, c in stats.children.items()},
+        **{f"{child}_duplicates": c.duplicates for child, c in stats.children.items()},
+    }
+
+
+def _warehouse_part_metadata(
+    part: _Part,
+    merged: Mapping[Scope, MergeStats],
+    logged: Mapping[str, Mapping[date, load_log.DayLoad]],
+    rows: Mapping[tuple[str, date], int],
+) -> dict[str, Any]:
+    scope = part.scope(merged)
+    stats = merged[scope] if scope else None
+    loads = [load for day, load in logged.get(part.connection_id, {}).items() if part.has(day)]
+    return {
+        # The rows the partition (the connection's month) holds in the warehouse after this run.
+        "dagster/row_count": rows.get((part.connection_id, part.month), 0),
+        "days": part.days_text,
+        "records": sum(load.records for load in loads),
+        "landed": sum(load.landed for load in loads),
+        "rejected": sum(load.rejected for load in loads),
+        **_merge_counts(stats.by_month.get(part.month) if stats else None),
+        "held_days": dg.MetadataValue.json([d.isoformat() for d in (stats.held if stats else ()) if part.has(d)]),
+    }
+
+
+def _loaded_evaluation(spec: EntitySpec, part: _Part, merged: Mapping[Scope, MergeStats]) -> dg.AssetCheckEvaluation:
+    scope = part.scope(merged)
+    held = [d for d in (merged[scope].held if scope else ()) if part.has(d)]
+    return dg.AssetCheckEvaluation(
+        asset_key=warehouse_key(spec),
+        check_name=loaded_check_name(spec),
+        passed=not held,
+        partition=str(part.key),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{part.key}: {_day_list(held)} not merged: held by the {schema_check_name(spec)} check" if held else None
+        ),
+        metadata={
+            "partition": str(part.key),
+            "days": part.days_text,
+            "held_days": dg.MetadataValue.json([d.isoformat() for d in held]),
+        },
+    )
+
+
+def _day_list(days: Sequence[date | str]) -> str:
+    shown = ", ".join(str(d) for d in days[:10])
+    return shown + (f" and {len(days) - 10} more" if len(days) > 10 else "")
+
+
+def _held_text(spec: EntitySpec, merged: Mapping[Scope, MergeStats]) -> str:
+    lines = [f"{scope.connection_id}: {_day_list(stats.held)}" for scope, stats in merged.items() if stats.held]
+    return (
+        f"{spec.name}: days held back by the {schema_check_name(spec)} check were not merged (the range's other "
+        "days were); see the check results and rutter.load_log\n" + "\n".join(lines)
+    )
+
+
 def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     key = landing_key(spec)
     check = dg.AssetCheckSpec(
@@ -85,65 +274,52 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
     )
     def landing(
         context: dg.AssetExecutionContext, rutter: RutterResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         settings = Settings.from_env()
         client = rutter.client()
         loader = warehouse.loader()
         registry = warehouse.registry()
+        run_id = context.run.run_id
         before = client.stats.snapshot()
         outcomes = []
         for scope in run_scopes(context, settings):
             token = registry.access_token(scope.connection_id)
-            outcome = land_scope(
-                client, loader, spec, scope, token, context.run.run_id, tolerance=settings.reject_tolerance
-            )
+            outcome = land_scope(client, loader, spec, scope, token, run_id, tolerance=settings.reject_tolerance)
             context.log.info(
-                "%s %s: %d records in %d pages, %d landed, %d rejected, %.1fs",
+                "%s %s: %d records in %d pages, %d landed, %d rejected, %d days held, %.1fs",
                 spec.name, scope, outcome.records, outcome.pages, outcome.landed, outcome.rejected,
-                outcome.seconds,
-            )
-            if outcome.report is not None and not outcome.report.passed:
-                load_log.mark(loader.url, scope.connection_id, spec.name, scope.start, scope.end, context.run.run_id,
-                              status="held", error=gate_summary(outcome.report))  # fmt: skip
+                len(outcome.held), outcome.seconds,
+            )  # fmt: skip
+            if outcome.held:
+                load_log.mark_days(loader.url, scope.connection_id, spec.name, outcome.held, run_id, status="held")
             outcomes.append(outcome)
-        if not outcomes:  # the run's days fall outside the history: nothing to fetch
-            return dg.MaterializeResult(
-                metadata={"records": 0, "scopes": []},
-                check_results=[dg.AssetCheckResult(check_name=schema_check_name(spec), passed=True)],
-            )
-        report = outcomes[0].report
-        for outcome in outcomes[1:]:
-            report = report.merge(outcome.report)
         after = client.stats.snapshot()
+        parts = _partitions(context.partition_keys, [o.scope for o in outcomes])
+        by_scope = {o.scope: o for o in outcomes}
+        for part in parts:
+            context.add_asset_metadata(_landing_part_metadata(part, by_scope), partition_key=part.key)
         calls = {name: after[name] - before[name] for name in ("requests", "retries", "throttled")}
-        metadata = {
-            "records": sum(o.records for o in outcomes),
-            "landed": sum(o.landed for o in outcomes),
-            "rejects": sum(o.rejected for o in outcomes),
-            "pages": sum(o.pages for o in outcomes),
-            "api_calls": calls["requests"],
-            "retries": calls["retries"],
-            "throttled": calls["throttled"],
-            "seconds": round(sum(o.seconds for o in outcomes), 3),
-            "scopes": [str(o.scope) for o in outcomes],
-        }
-        check_metadata = report.metadata()
-        return dg.MaterializeResult(
-            metadata=metadata,
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=schema_check_name(spec),
-                    passed=report.passed,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={
-                        **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
-                           for k, v in check_metadata.items()},
-                        "failure_cases": dg.MetadataValue.json(report.failure_cases()),
-                    },
-                    description=None if report.passed else gate_summary(report),
-                )
-            ],
+        yield dg.MaterializeResult(
+            metadata={
+                # The run's totals, on every partition's materialization, apart from that partition's own counts.
+                "range/partitions": len(parts),
+                "range/records": sum(o.records for o in outcomes),
+                "range/landed": sum(o.landed for o in outcomes),
+                "range/rejected": sum(o.rejected for o in outcomes),
+                "range/held_days": sum(len(o.held) for o in outcomes),
+                "range/pages": sum(o.pages for o in outcomes),
+                "range/api_calls": calls["requests"],
+                "range/retries": calls["retries"],
+                "range/throttled": calls["throttled"],
+                "range/seconds": round(sum(o.seconds for o in outcomes), 3),
+                "range/scopes": [str(o.scope) for o in outcomes],
+            }
         )
+        for part in parts:
+            yield _schema_evaluation(spec, part, by_scope)
+        # The check's own output (Dagster requires one per check of the step); its verdicts are the
+        # per-partition evaluations above.
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check.key))
 
     return landing
 
@@ -174,29 +350,47 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
             "updated_at wins, rows Rutter no longer returns are removed."
         ),
     )
-    def warehouse_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def warehouse_asset(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         loader = warehouse.loader()
-        totals: dict[str, int] = {}
         run_id = context.run.run_id
-        for scope in run_scopes(context, Settings.from_env()):
-            stats = loader.merge(spec, scope.connection_id, scope.start, scope.end, run_id)
-            load_log.record_merged(loader.url, spec.name, scope.connection_id, scope.start, scope.end, run_id)
-            context.log.info("%s %s merged: %s", spec.name, scope, stats)
-            counts = {
-                "inserted": stats.inserted,
-                "updated": stats.updated,
-                "unchanged": stats.unchanged,
-                "stale": stats.stale,
-                "deleted": stats.deleted,
-                **{f"{child}_inserted": c.inserted for child, c in stats.children.items()},
-                **{f"{child}_deleted": c.deleted for child, c in stats.children.items()},
-            }
-            for name, value in counts.items():
+        scopes = run_scopes(context, Settings.from_env())
+        merged: dict[Scope, MergeStats] = {}
+        logged: dict[str, dict[date, load_log.DayLoad]] = {}
+        rows: dict[tuple[str, date], int] = {}
+        for scope in scopes:
+            # Days the landing's gate held back are left out; the others merge (one bad day of a
+            # half-year backfill holds back that day, not the half year).
+            stats = loader.merge(spec, scope.connection_id, scope.start, scope.end, run_id, skip_held=True)
+            merged[scope] = stats
+            days = load_log.record_merged(loader.url, spec.name, scope.connection_id, scope.start, scope.end, run_id)
+            logged.setdefault(scope.connection_id, {}).update(days)
+            for month, n in loader.rows_by_month(spec, scope.connection_id, scope.start, scope.end).items():
+                rows[scope.connection_id, month] = n
+            context.log.info("%s %s merged: %s, %d days held", spec.name, scope, _merge_counts(stats), len(stats.held))
+        parts = _partitions(context.partition_keys, scopes)
+        held = sum(len(st.held) for st in merged.values())
+        evaluations = [_loaded_evaluation(spec, part, merged) for part in parts]
+        if scopes and not any(st.by_month for st in merged.values()):
+            # Nothing merged: every day of the run was held. No materialization (the partitions show
+            # failed), the failed checks say why.
+            yield from evaluations
+            raise dg.Failure(description=_held_text(spec, merged), metadata={"held_days": held})
+        for part in parts:
+            context.add_asset_metadata(_warehouse_part_metadata(part, merged, logged, rows), partition_key=part.key)
+        totals: dict[str, int] = {"held_days": held}
+        for stats in merged.values():
+            for name, value in _merge_counts(stats).items():
                 totals[name] = totals.get(name, 0) + value
-        return dg.MaterializeResult(
-            metadata=totals,
-            check_results=[dg.AssetCheckResult(check_name=loaded_check_name(spec), passed=True)],
-        )
+        # The run's totals, on every partition's materialization, apart from that partition's own counts.
+        yield dg.MaterializeResult(metadata={f"range/{name}": value for name, value in totals.items()})
+        yield from evaluations
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(loaded.key))
+        if held:
+            # The clean days are merged and reported; the run still fails so that the alert sensor
+            # pages about the held days (a failed gate fails its run, as before).
+            raise dg.Failure(description=_held_text(spec, merged), metadata={"held_days": held})
 
     return warehouse_asset
 

@@ -4,9 +4,11 @@ Validation has to stop a changed schema at the door, so the sandbox can serve, f
 created on one UTC day: a required field removed (``drop_field``), a field of another JSON type
 (``retype_field``, e.g. ``total_price`` as a string), an unknown new field (``add_field``), or a
 few malformed records (``corrupt_records``: a status outside its enum, or a required field null),
-or one field of chosen records set to a given JSON value (``set_field``: a wrong type, a null, an
-odd string, an id that looks like SQL, an order with thousands of line items; a path may index
-into arrays, ``line_items.0.quantity``).
+or a few records with a NUL character (U+0000) appended to a text field (``nul_text``: what a
+platform's odd product title does to a warehouse whose text types cannot hold one), or one
+field of chosen records set to a given JSON value (``set_field``: a wrong type, a null, an odd
+string, an id that looks like SQL, an order with thousands of line items; a path may index into
+arrays, ``line_items.0.quantity``).
 Mutations apply wherever a record is served (lists, by-id reads, webhooks, ground truth), so
 ground truth always equals what the API actually returns.
 """
@@ -20,7 +22,7 @@ import orjson
 from rutter_pipeline.sandbox.records import CREATED, KEY, Rec, rec_bytes, tight
 from rutter_pipeline.sandbox.timefmt import DAY_MS
 
-KINDS = ("drop_field", "retype_field", "add_field", "corrupt_records", "set_field")
+KINDS = ("drop_field", "retype_field", "add_field", "corrupt_records", "nul_text", "set_field")
 DEFAULT_NEW_FIELD = "sandbox_new_field"
 # what "corrupt" means per entity when no field is named: an enum violation where there is an enum
 CORRUPTIONS: dict[str, tuple[str, object]] = {
@@ -35,7 +37,7 @@ CORRUPTIONS: dict[str, tuple[str, object]] = {
 class Mutation:
     kind: str
     field: str
-    keys: frozenset[str] | None = None  # corrupt_records, set_field: the records affected
+    keys: frozenset[str] | None = None  # corrupt_records, nul_text, set_field: the records affected
     value: object = None  # set_field: the JSON value written
 
     def apply(self, entity: str, doc: dict, key: str) -> dict:
@@ -45,6 +47,11 @@ class Mutation:
             default_field, bad_value = CORRUPTIONS[entity]
             value = bad_value if self.field == default_field else None
             _set(doc, self.field, value)
+        elif self.kind == "nul_text":
+            if self.keys is not None and key not in self.keys:
+                return doc
+            _, value = _get(doc, self.field)
+            _set(doc, self.field, f"{value if isinstance(value, str) else ''}\x00")
         elif self.kind == "set_field":
             if self.keys is None or key in self.keys:
                 _set(doc, self.field, self.value)
@@ -125,6 +132,10 @@ class Mutations:
             keys = frozenset(day_keys[index : index + max(1, count or 1)])
         elif kind == "corrupt_records":
             field = field or CORRUPTIONS[entity][0]
+            keys = frozenset(day_keys[: max(1, count or 1)])
+        elif kind == "nul_text":
+            if not field:
+                raise ValueError("nul_text needs a field (a text field such as a title)")
             keys = frozenset(day_keys[: max(1, count or 1)])
         elif kind == "add_field":
             field = field or DEFAULT_NEW_FIELD

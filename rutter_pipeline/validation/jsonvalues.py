@@ -80,3 +80,47 @@ def json_safe(value: Any) -> Any:
     if len(text) > _MAX_ECHO_CHARS:
         return text[:_MAX_ECHO_CHARS] + "..."
     return orjson.loads(text)
+
+
+NUL = "\x00"
+# How a NUL character is written in what ``escape_nul`` returns: the six characters of its JSON escape.
+NUL_ESCAPED = "\\u0000"
+
+
+def nul_paths(value: Any, path: str = "") -> list[str]:
+    """Paths (``title``, ``line_items[2].name``, a key's own path) of the strings in ``value`` holding a NUL.
+
+    PostgreSQL's text and jsonb types cannot hold U+0000 (jsonb refuses even its ``\\u0000``
+    escape), so a record with one cannot be landed as it is. A walk of the whole record, meant
+    for the rare record whose JSON showed a NUL escape: the loader looks at the bytes first.
+    """
+    found: list[str] = []
+    if isinstance(value, str):
+        if NUL in value:
+            found.append(path or "$")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and NUL in key:
+                found.append(child.replace(NUL, NUL_ESCAPED))
+            found.extend(nul_paths(item, child.replace(NUL, NUL_ESCAPED)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found.extend(nul_paths(item, f"{path}[{index}]"))
+    return found
+
+
+def escape_nul(value: Any) -> Any:
+    """``value`` with every NUL in its strings and keys written as the text ``\\u0000``, for jsonb.
+
+    Used to store a record in ``rutter.rejects`` that jsonb would refuse. Every other character is
+    kept; the reject's errors name the paths that held a NUL, so a literal ``\\u0000`` already in
+    the record stays distinguishable in practice.
+    """
+    if isinstance(value, str):
+        return value.replace(NUL, NUL_ESCAPED) if NUL in value else value
+    if isinstance(value, dict):
+        return {(k.replace(NUL, NUL_ESCAPED) if isinstance(k, str) else k): escape_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escape_nul(v) for v in value]
+    return value

@@ -34,3 +34,14 @@ class PartitionNotLanded(WarehouseError):
 
 class LandingNotValidated(WarehouseError):
     """The latest landing of a partition failed validation, so it must not reach ``rutter.*``."""
+
+
+class UnstorableRecord(WarehouseError):
+    """A record holds a NUL character (U+0000), which PostgreSQL's text and jsonb cannot store."""
+
+    def __init__(self, entity: str, record_id: object, paths: list[str]) -> None:
+        super().__init__(
+            f"{entity} record {record_id!r} holds a NUL character (U+0000) in {', '.join(paths[:5])}, which "
+            "PostgreSQL cannot store; route such records to rutter.rejects"
+        )
+        self.paths = paths

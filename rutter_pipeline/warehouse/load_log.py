@@ -161,15 +161,44 @@ def mark(
     return cur.rowcount
 
 
+def mark_days(
+    url: str, connection_id: str, entity: str, reasons: Mapping[date, str], run_id: str, *, status: str = "held"
+) -> int:
+    """:func:`mark` for scattered days, each with its own reason (the days a range run's gate held back).
+
+    One statement however many days; counts of a day loaded before are kept, as in :func:`mark`.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    if not reasons:
+        return 0
+    days = sorted(reasons)
+    with _connected(url) as conn:
+        cur = conn.execute(
+            """
+            INSERT INTO rutter.load_log (connection_id, entity, day, status, run_id, error)
+            SELECT %s, %s, u.d, %s, %s, u.e FROM unnest(%s::date[], %s::text[]) AS u(d, e)
+            ON CONFLICT (connection_id, entity, day) DO UPDATE SET
+                status = EXCLUDED.status, run_id = EXCLUDED.run_id, error = EXCLUDED.error, loaded_at = now()
+            """,
+            (connection_id, entity, status, run_id, days, [_short(reasons[d]) for d in days]),
+        )
+    return cur.rowcount
+
+
 def mark_failed(url: str, connection_id: str, entity: str, start: date, end: date, run_id: str, error: str) -> int:
     """:func:`mark` with status ``failed``: a fetch or merge error."""
     return mark(url, connection_id, entity, start, end, run_id, status="failed", error=error)
 
 
-def record_merged(url: str, entity: str, connection_id: str, start: date, end: date, run_id: str) -> int:
-    """Log the days of [start, end] as loaded, counted from what the merge read: the landing's batch
-    rows (records landed per day) and ``rutter.rejects`` (records rejected per day). One statement,
-    for a step that merges a landing another step wrote."""
+def record_merged(
+    url: str, entity: str, connection_id: str, start: date, end: date, run_id: str
+) -> dict[date, DayLoad]:
+    """Log the days of [start, end] that passed validation as loaded, counted from what the merge read:
+    the landing's batch rows (records landed per day) and ``rutter.rejects`` (records rejected per
+    day). One statement, for a step that merges a landing another step wrote. Days whose landing
+    failed validation were not merged (``Loader.merge(skip_held=True)``) and keep their ``held`` row.
+    Returns the days logged, with their counts (what each partition of the step reports)."""
     _check_range(start, end)
     with _connected(url) as conn:
         cur = conn.execute(
@@ -185,14 +214,16 @@ def record_merged(url: str, entity: str, connection_id: str, start: date, end: d
                 GROUP BY partition_date
             ) r ON r.partition_date = b.partition_date
             WHERE b.entity = %(entity)s AND b.connection_id = %(conn)s
-              AND b.partition_date BETWEEN %(start)s AND %(end)s
+              AND b.partition_date BETWEEN %(start)s AND %(end)s AND b.passed
             ON CONFLICT (connection_id, entity, day) DO UPDATE SET
                 status = 'loaded', records = EXCLUDED.records, landed = EXCLUDED.landed,
                 rejected = EXCLUDED.rejected, run_id = EXCLUDED.run_id, error = NULL, loaded_at = now()
+            RETURNING l.day, l.records, l.landed, l.rejected
             """,
             {"run_id": run_id, "entity": entity, "conn": connection_id, "start": start, "end": end},
         )
-    return cur.rowcount
+        rows = cur.fetchall()
+    return {day: DayLoad(connection_id, entity, day, "loaded", r, la, re) for day, r, la, re in rows}
 
 
 def last_loaded_day(url: str, connection_id: str, entity: str = "orders") -> date | None:

@@ -46,6 +46,10 @@ class ChildStatements:
     insert: str
     delete_missing: str
     insert_landed: str
+    # ``insert`` keeping the first element of each child id (see Loader._insert_children)
+    insert_first_of_each_id: str
+    # the child elements ``insert`` would write: inserted + duplicates left out
+    count_elements: str
 
 
 @dataclass(frozen=True)
@@ -240,11 +244,18 @@ def _child_statements(
     exprs = [typed_value(c, "e.value") for c in child.columns]
     values = ", ".join(exprs) + f", {extra_value(child.columns, 'e.value')}, e.ordinality"
     elements = " WITH ORDINALITY AS e(value, ordinality)"
-    insert = (
-        f"INSERT INTO {ctable} ({columns_list(cols)})\n"
-        f"SELECT %(connection_id)s, s.{key}, {values}\n"
+    source = (
         f"FROM {stage} s JOIN {written} w ON w.key = s.{key}\n"
         f"CROSS JOIN LATERAL jsonb_array_elements(s.{_child_field_column(child)}){elements}"
+    )
+    insert = f"INSERT INTO {ctable} ({columns_list(cols)})\nSELECT %(connection_id)s, s.{key}, {values}\n{source}"
+    # Rutter has sent an order with two line items of one id: the child key (connection, parent, id)
+    # takes one. The first in the array is kept (its position says which), the same on every re-run.
+    child_id = typed_value(next(c for c in child.columns if c.name == "id"), "e.value")
+    insert_first_of_each_id = (
+        f"INSERT INTO {ctable} ({columns_list(cols)})\n"
+        f"SELECT DISTINCT ON (s.{key}, {child_id}) %(connection_id)s, s.{key}, {values}\n{source}\n"
+        f"ORDER BY s.{key}, {child_id}, e.ordinality"
     )
     # The first-load path reads two fields of each landed record, which costs less without
     # DETOASTED (landed records are stored whole, in line; see ddl.landing_table_def).
@@ -263,6 +274,8 @@ def _child_statements(
             f"AND c.{pk} = ANY(ARRAY(SELECT w.key FROM {written} w WHERE NOT w.inserted))"
         ),
         insert=insert,
+        insert_first_of_each_id=insert_first_of_each_id,
+        count_elements=f"SELECT count(*) {source}",
         delete_missing=(
             f"DELETE FROM {ctable} c WHERE c.connection_id = %(connection_id)s "
             f"AND c.{pk} = ANY(ARRAY(SELECT t.{key} FROM {parent} t WHERE {missing}))"

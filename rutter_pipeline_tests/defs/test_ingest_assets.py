@@ -78,12 +78,13 @@ def test_materialization_metadata_reports_the_fetch(pipeline: Pipeline, instance
     )
     truth = pipeline.truth(ORDERS, day)
     assert landing["records"].value == len(truth) == landing["landed"].value
-    assert landing["rejects"].value == 0
-    assert landing["api_calls"].value >= 1 and landing["pages"].value >= 1
-    # the ingest checks (the catalog's table checks on warehouse/* are tested in test_catalog.py)
+    assert landing["rejected"].value == 0 and landing["dagster/row_count"].value == len(truth)
+    assert landing["range/api_calls"].value >= 1 and landing["range/pages"].value >= 1
+    # the ingest checks, one evaluation each, naming the partition (the catalog's table checks are tested apart)
     ours = ("orders_loaded", schema_check_name(ORDERS))
-    verdicts = sorted((c.check_name, c.passed) for c in result.get_asset_check_evaluations() if c.check_name in ours)
-    assert verdicts == [("orders_loaded", True), (schema_check_name(ORDERS), True)]
+    checks = [c for c in result.get_asset_check_evaluations() if c.check_name in ours]
+    verdicts = sorted((c.check_name, c.passed, c.partition) for c in checks)
+    assert verdicts == [(name, True, pipeline.partition(day)) for name in sorted(ours)]
 
 
 def test_customers_are_assigned_to_the_day_they_were_created(pipeline: Pipeline, instance_factory) -> None:
