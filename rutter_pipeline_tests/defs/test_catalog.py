@@ -296,3 +296,33 @@ def test_which_runs_are_about_one_connection() -> None:
                               "dagster/asset_partition_range_end": "b|2026-01-01"}) is None  # fmt: skip
     assert connection_of_run({"rutter/connections": "2", "rutter/batch": "1/1"}) is None
     assert connection_of_run({}) is None
+
+
+def test_table_checks_of_a_two_month_range_run_pass_for_every_entity(pipeline: Pipeline, instance_factory) -> None:
+    """A range run (what a backfill launches): one verdict per check over the range, naming its partitions."""
+    instance = instance_factory([pipeline.connection_id])
+    last = pipeline.today.replace(day=1) - timedelta(days=1)  # the end of the previous month
+    first = last.replace(day=1) - timedelta(days=1)  # the month before it
+    partitions = [pipeline.partition(first), pipeline.partition(last)]
+    job = pipeline.definitions().resolve_job_def("ingest_job")
+    result = job.execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": partitions[0],
+            "dagster/asset_partition_range_end": partitions[1],
+            "rutter/days": f"{max(first.replace(day=1), pipeline.history_start)}..{last}",
+        },
+        raise_on_error=False,
+    )
+    assert result.success
+    for spec in ENTITIES.values():
+        checks = check_results(result, spec)
+        for name in (keys_check_name(spec), rows_check_name(spec)):
+            assert checks[name].passed, (name, checks[name].description)
+            assert checks[name].metadata["partitions"].value == partitions
+        rows = checks[rows_check_name(spec)].metadata
+        with psycopg.connect(pipeline.warehouse_url) as conn:
+            (stored,) = conn.execute(
+                f"SELECT count(*) FROM rutter.{spec.table} WHERE connection_id = %s", (pipeline.connection_id,)
+            ).fetchone()
+        assert rows["rows"].value == rows["landed"].value == stored > 0
