@@ -236,6 +236,20 @@ def _day_list(days: Sequence[date | str]) -> str:
     return shown + (f" and {len(days) - 10} more" if len(days) > 10 else "")
 
 
+# Dagster's run tag (dagster._core.storage.tags) that keeps the daemon from retrying a run whose step failed.
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
+
+def _no_retry(context: dg.AssetExecutionContext, why: str) -> None:
+    """Tell the daemon's run retries (dagster.yaml) to leave this run failed: a retry cannot help.
+
+    Run retries are for outages and restarts; a day held for its data fails the same way on every
+    attempt, and each attempt would only postpone the alert (it waits for the last one).
+    """
+    context.instance.add_run_tags(context.run.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
+    context.log.info("not retrying this run: %s", why)
+
+
 def _held_text(spec: EntitySpec, merged: Mapping[Scope, MergeStats]) -> str:
     lines = [f"{scope.connection_id}: {_day_list(stats.held)}" for scope, stats in merged.items() if stats.held]
     return (
@@ -315,6 +329,8 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
                 "range/scopes": [str(o.scope) for o in outcomes],
             }
         )
+        if any(o.schema_failed for o in outcomes):  # the blocking check fails the step after these events
+            _no_retry(context, "Rutter's schema changed; the schema check holds the partitions back")
         for part in parts:
             yield _schema_evaluation(spec, part, by_scope)
         # The check's own output (Dagster requires one per check of the step); its verdicts are the
@@ -376,6 +392,7 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
             # Nothing merged: every day of the run was held. No materialization (the partitions show
             # failed), the failed checks say why.
             yield from evaluations
+            _no_retry(context, "every day of the run was held back by the schema check")
             raise dg.Failure(description=_held_text(spec, merged), metadata={"held_days": held})
         for part in parts:
             context.add_asset_metadata(_warehouse_part_metadata(part, merged, logged, rows), partition_key=part.key)
@@ -390,6 +407,7 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
         if held:
             # The clean days are merged and reported; the run still fails so that the alert sensor
             # pages about the held days (a failed gate fails its run, as before).
+            _no_retry(context, f"{held} days were held back by the schema check")
             raise dg.Failure(description=_held_text(spec, merged), metadata={"held_days": held})
 
     return warehouse_asset
