@@ -108,6 +108,8 @@ class Settings:
     sentry_dsn: str | None = field(default=None, repr=False)
     # Fernet key(s) for access tokens at rest, comma-separated, the first encrypting (warehouse/tokens.py).
     token_key: str | None = field(default=None, repr=False)
+    # Backoff before the daemon's automatic retry n of a failed run: this x 2^(n-1) s (defs/retries.py).
+    run_retry_delay_seconds: int = 60
     # ISO 4217 code the underwriting marts convert into, with the rates users put in marts.fx_rates.
     reporting_currency: str = "USD"
 
@@ -144,6 +146,7 @@ class Settings:
             backfill_months_per_run=_int_env(env, "RUTTER_BACKFILL_MONTHS_PER_RUN", 6),
             sentry_dsn=env.get("SENTRY_DSN") or None,
             token_key=env.get("RUTTER_TOKEN_KEY") or None,
+            run_retry_delay_seconds=_int_env(env, "RUTTER_RUN_RETRY_DELAY_SECONDS", 60),
             reporting_currency=_currency_env(env, "RUTTER_REPORTING_CURRENCY", "USD"),
         )
 

@@ -11,6 +11,7 @@ from functools import cached_property
 import dagster as dg
 from pydantic import PrivateAttr
 
+from rutter_pipeline.defs.retries import wait_before_retry
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse.embedded import default_urls
@@ -61,6 +62,10 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     url: str = ""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of a run uses the warehouse: a retried run waits out its backoff here (defs/retries.py).
+        wait_before_retry(context, Settings.from_env().run_retry_delay_seconds)
 
     @cached_property
     def resolved_url(self) -> str:
