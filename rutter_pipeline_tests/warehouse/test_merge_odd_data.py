@@ -142,3 +142,14 @@ def test_a_merge_that_changed_much_analyzes_its_tables_and_a_small_one_does_not(
     loader.merge(ORDERS, "c1", D2, D2, "run-2")
     time.sleep(1)
     assert _analyzed(warehouse, "rutter.orders") == (n, first)
+
+
+def test_an_incremental_upsert_hands_back_a_record_with_a_nul(warehouse: str, loader: Loader, records: Records) -> None:
+    batch = [records.order(D1) for _ in range(3)]
+    batch[0]["order_number"] = "#1001\x00"
+    with pytest.raises(UnstorableRecord, match="order_number"):
+        loader.upsert(ORDERS, "c1", batch, "sync-0")
+    handed: list[str] = []
+    stats = loader.upsert(ORDERS, "c1", batch, "sync-1", unstorable=lambda r, p: handed.extend(p))
+    assert handed == ["order_number"]
+    assert (stats.received, stats.inserted) == (2, 2)
