@@ -414,7 +414,8 @@ def connection_of_run(tags: Mapping[str, str]) -> str | None:
     name="platform_tag_sensor",
     default_status=dg.DefaultSensorStatus.RUNNING,
     request_job=merchants_job,
-    minimum_interval_seconds=15,
+    # as often as the inbox sensors (RUTTER_SENSOR_INTERVAL_SECONDS): a run's tag should show while it runs
+    minimum_interval_seconds=int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15),
     description=(
         "Tags each started run about one connection with rutter/platform (its merchant's platform), asking Rutter "
         "for the merchant's platform and store name first when the registry lacks them; refreshes the connections "
