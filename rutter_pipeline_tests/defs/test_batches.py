@@ -161,3 +161,24 @@ def test_an_incremental_batch_advances_only_the_watermarks_of_connections_that_s
     assert get_watermark(pipeline.warehouse_url, good, "orders") > before[good]
     assert get_watermark(pipeline.warehouse_url, changed, "orders") == before[changed]
     assert get_watermark(pipeline.warehouse_url, revoked, "orders") is None
+
+
+def test_a_batched_load_of_several_days_holds_only_the_malformed_day(pipeline: Pipeline, instance_factory) -> None:
+    instance = instance_factory([pipeline.connection_id])
+    first, bad = pipeline.today - timedelta(days=4), pipeline.today - timedelta(days=3)
+    assert pipeline.truth(ORDERS, first) and pipeline.truth(ORDERS, bad)
+    pipeline.sandbox.control.mutate(
+        connection_id=pipeline.connection_id, entity="orders", day=bad, kind="corrupt_records", count=1
+    )
+
+    result = run(daily_load_job, daily_run_config([pipeline.connection_id], first, bad), instance)
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"orders held: held {bad.isoformat()}" in failure.event_specific_data.error.message
+    assert pipeline.stored(ORDERS, first) == pipeline.truth(ORDERS, first)
+    assert pipeline.stored(ORDERS, bad) == []
+    days = {d: s for _, d, s in load_log.failed_days(pipeline.warehouse_url, pipeline.connection_id, "orders")}
+    assert days == {bad: "held"}
+    failed_checks = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations() if not e.passed}
+    assert (schema_check_name(ORDERS), pipeline.partition(bad)) in failed_checks
