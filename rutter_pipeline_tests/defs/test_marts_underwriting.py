@@ -132,6 +132,7 @@ def expected_cohorts(orders: list[dict]) -> list[tuple]:
     return rows
 
 
+@pytest.mark.slow  # two months of four entities through Dagster: ~35 s
 def test_marts_over_sandbox_months_match_the_ground_truth(pipeline: Pipeline, instance_factory) -> None:
     instance = instance_factory([pipeline.connection_id])
     first, second = _months(pipeline)
