@@ -66,9 +66,10 @@ class DaemonStack:
         assert payload["__typename"] == "LaunchRunSuccess", payload
         return payload["run"]["runId"]
 
-    def launch_range(self, connection_id: str, start, end) -> str:
+    def launch_range(self, connection_id: str, start, end, run_config: dict | None = None) -> str:
         """A range run of ``ingest_job`` over the months of [start, end], as the sensors request one."""
-        return self.launch("ingest_job", {**range_tags(connection_id, start, end), "rutter/trigger": "test"})
+        tags = {**range_tags(connection_id, start, end), "rutter/trigger": "test"}
+        return self.launch("ingest_job", tags, run_config)
 
     def run(self, run_id: str) -> dg.DagsterRun:
         run = self.instance.get_run_by_id(run_id)

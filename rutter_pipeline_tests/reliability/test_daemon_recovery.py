@@ -56,7 +56,18 @@ def test_a_run_failing_on_an_upstream_outage_is_retried_after_its_backoff_and_co
     overrides = {"RUTTER_RUN_RETRY_DELAY_SECONDS": str(BACKOFF)}
     with daemon_stack(pipeline, dagster_pg_url, tmp_path, monkeypatch, **overrides) as stack:
         pipeline.sandbox.control.set_faults(rate_5xx=1.0, endpoints=["/orders"])  # an orders outage
-        first = stack.launch_range(pipeline.connection_id, start, end)
+        # The client gives up after 2 quick attempts instead of 8 over about a minute (the launchpad's
+        # knobs): the same failure, sooner. The secrets stay environment references.
+        fast_client = {
+            "base_url": pipeline.sandbox.base_url,
+            "client_id": {"env": "RUTTER_CLIENT_ID"},
+            "client_secret": {"env": "RUTTER_CLIENT_SECRET"},
+            "max_attempts": 2,
+            "backoff_initial_s": 0.1,
+        }
+        first = stack.launch_range(
+            pipeline.connection_id, start, end, {"resources": {"rutter": {"config": fast_client}}}
+        )
         failed = stack.wait(first, FINISHED, timeout=300)
         assert failed.status == dg.DagsterRunStatus.FAILURE
         pipeline.sandbox.control.clear_faults()  # Rutter is healthy again

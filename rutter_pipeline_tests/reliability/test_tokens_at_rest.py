@@ -157,26 +157,18 @@ def test_rotate_key_reencrypts_every_token_and_the_old_key_can_go(pg_url: str, t
     assert TOKENS["conn-1"] not in str(failed.value)
 
 
-def test_without_a_key_only_the_embedded_warehouse_has_one(tmp_path: Path) -> None:
+def test_without_a_key_only_the_embedded_warehouse_has_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A warehouse of your own and no RUTTER_TOKEN_KEY: refused, with what to do.
     with pytest.raises(TokenKeyMissing, match=r"RUTTER_TOKEN_KEY is not set.*connections new-key"):
         token_keys({"WAREHOUSE_URL": "postgresql://db.example/warehouse"})
     # The embedded default: a key generated once in the state folder, private to its owner, reused.
-    state = {"RUTTER_PIPELINE_STATE_DIR": str(tmp_path / "state")}
-    old = {k: os.environ.get(k) for k in state}
-    os.environ.update(state)
-    try:
-        first = token_keys({})
-        key_file = tmp_path / "state" / "token.key"
-        assert first == [key_file.read_text().strip()] and oct(key_file.stat().st_mode & 0o777) == "0o600"
-        assert token_keys({}) == first
-        assert token_keys({"RUTTER_TOKEN_KEY_FILE": str(key_file), "WAREHOUSE_URL": "postgresql://x/y"}) == first
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    monkeypatch.setenv("RUTTER_PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    first = token_keys({})
+    key_file = tmp_path / "state" / "token.key"
+    assert first == [key_file.read_text().strip()] and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert token_keys({}) == first
+    # the stack's processes find it by name, whatever their WAREHOUSE_URL
+    assert token_keys({"RUTTER_TOKEN_KEY_FILE": str(key_file), "WAREHOUSE_URL": "postgresql://x/y"}) == first
     with pytest.raises(ValueError, match="must be Fernet keys") as bad:
         token_cipher({"RUTTER_TOKEN_KEY": "not-a-key-secret-value"})
     assert "not-a-key-secret-value" not in str(bad.value)
