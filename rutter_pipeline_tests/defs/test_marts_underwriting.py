@@ -238,3 +238,48 @@ def test_automation_requests_the_marts_after_a_load_but_not_over_a_failed_gate(
     assert _run(pipeline, instance, keys, pipeline.partition(bad), tags={DAYS_TAG: bad.isoformat()}).success
     later = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=marts, cursor=tick.cursor)
     assert _requested(later, COHORT_RETENTION) == {pipeline.partition(bad)}
+
+
+def test_automation_requests_the_marts_after_a_batched_daily_load_and_an_incremental_sync(
+    pipeline: Pipeline, instance_factory
+) -> None:
+    from rutter_pipeline.defs.batches import (
+        daily_load_job,
+        daily_run_config,
+        incremental_run_config,
+        incremental_sync_job,
+    )
+    from rutter_pipeline.defs.resources import resources_from_env
+
+    instance = instance_factory([pipeline.connection_id])
+    defs = pipeline.definitions()
+    marts = dg.AssetSelection.assets(MONTHLY_METRICS, COHORT_RETENTION, MERCHANT_HEALTH)
+    day = pipeline.today - timedelta(days=1)
+    month = pipeline.partition(day)
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=marts)
+    assert baseline.total_requested == 0  # nothing loaded yet
+
+    def run(job: dg.JobDefinition, config: dict) -> None:
+        assert job.execute_in_process(run_config=config, instance=instance, resources=resources_from_env()).success
+
+    run(daily_load_job, daily_run_config([pipeline.connection_id], day))
+    after_load = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=marts, cursor=baseline.cursor
+    )
+    assert _requested(after_load, MONTHLY_METRICS) == _requested(after_load, COHORT_RETENTION) == {month}
+    assert after_load.get_num_requested(MERCHANT_HEALTH) == 1
+
+    # the daemon's next tick: a request counts as handled on the tick after it (the run is under way)
+    settled = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=marts, cursor=after_load.cursor
+    )
+    assert settled.total_requested == 0
+
+    pipeline.sandbox.control.advance(24 * 60)  # orders and their transactions change at Rutter
+    run(incremental_sync_job, incremental_run_config([pipeline.connection_id]))
+    after_sync = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=marts, cursor=settled.cursor
+    )
+    assert month in _requested(after_sync, MONTHLY_METRICS)
+    assert month in _requested(after_sync, COHORT_RETENTION)
+    assert after_sync.get_num_requested(MERCHANT_HEALTH) == 1
