@@ -1,7 +1,9 @@
 """``rutter-pipeline webhooks serve [--host H] [--port P]``: run the webhook receiver in the foreground.
 
 The warehouse comes from ``WAREHOUSE_URL`` (else the embedded PostgreSQL) and is migrated first;
-the secret that verifies signatures from ``RUTTER_CLIENT_SECRET``, without which it refuses to start.
+the secret that verifies signatures from ``RUTTER_CLIENT_SECRET``, without which it refuses to start,
+as it does without a token key for a warehouse of your own (``RUTTER_TOKEN_KEY``): webhooks carry
+access tokens, which it stores encrypted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import uvicorn
 
 from rutter_pipeline.warehouse.embedded import default_urls
 from rutter_pipeline.warehouse.migrations import migrate
+from rutter_pipeline.warehouse.tokens import TokenKeyMissing, token_cipher
 from rutter_pipeline.webhooks.app import WEBHOOK_PATH, create_app
 from rutter_pipeline.webhooks.server import bind, uvicorn_config
 
@@ -40,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
             "client secret to verify X-Rutter-Signature and will not start without it",
             file=sys.stderr,
         )
+        return 2
+    try:
+        token_cipher()  # refuse now, not at the first webhook that carries a token
+    except (TokenKeyMissing, ValueError) as exc:
+        print(f"rutter-pipeline webhooks serve: {exc}", file=sys.stderr)
         return 2
     warehouse_url = os.environ.get("WAREHOUSE_URL") or default_urls()[0]
     migrate(warehouse_url)

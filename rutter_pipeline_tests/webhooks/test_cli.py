@@ -31,10 +31,20 @@ def test_serve_refuses_to_start_without_the_client_secret(warehouse: str) -> Non
     assert "RUTTER_CLIENT_SECRET is not set" in proc.stderr
 
 
+def test_serve_refuses_to_start_without_a_token_key_for_its_own_warehouse(warehouse: str) -> None:
+    proc = subprocess.run(
+        COMMAND, env=environment(WAREHOUSE_URL=warehouse, RUTTER_CLIENT_SECRET=SECRET), capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "RUTTER_TOKEN_KEY is not set" in proc.stderr
+
+
 def test_serve_stores_signed_webhooks(warehouse: str) -> None:
     proc = subprocess.Popen(
         COMMAND,
-        env=environment(WAREHOUSE_URL=warehouse, RUTTER_CLIENT_SECRET=SECRET),
+        env=environment(
+            WAREHOUSE_URL=warehouse, RUTTER_CLIENT_SECRET=SECRET, RUTTER_TOKEN_KEY=os.environ["RUTTER_TOKEN_KEY"]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
