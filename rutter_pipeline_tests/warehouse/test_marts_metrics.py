@@ -285,3 +285,13 @@ def test_merchant_health_by_hand(warehouse: str, loader: Loader, records: Record
     assert m2["last_loaded_at"] is None and m2["rejects_30d"] == 0
     # the first merge set m1's watermarks (rutter.sync_state); m2 has none
     assert m1["last_incremental_sync_at"] is not None and m2["last_incremental_sync_at"] is None
+
+
+def test_the_reporting_currency_setting() -> None:
+    from rutter_pipeline.settings import Settings
+
+    assert Settings.from_env({}).reporting_currency == "USD"
+    assert Settings.from_env({"RUTTER_REPORTING_CURRENCY": " eur "}).reporting_currency == "EUR"
+    for bad in ("EURO", "E1R", "€UR"):
+        with pytest.raises(ValueError, match="RUTTER_REPORTING_CURRENCY must be a three-letter ISO 4217 code"):
+            Settings.from_env({"RUTTER_REPORTING_CURRENCY": bad})
