@@ -33,13 +33,18 @@ MERCHANTS_GROUP = "merchants"
 FRESH_CHECK = "merchants_fresh"
 # Tag of a run about one connection: its merchant's platform, so runs filter by platform in the UI.
 PLATFORM_TAG = "rutter/platform"
-# A live merchant with no new order for this long is stale: two days, because the daily load runs
-# once a day after midnight UTC and a small store may have a quiet day.
-STALE_AFTER = timedelta(hours=float(os.environ.get("RUTTER_STALE_AFTER_HOURS") or 48))
 MERCHANTS_CRON = os.environ.get("RUTTER_MERCHANTS_CRON") or "*/30 * * * *"
 # The markdown table of merchants stays readable (and each materialization small) at 1,000 merchants;
 # beyond it the SQL is given instead.
 TABLE_ROWS = 1000
+
+
+def stale_after() -> timedelta:
+    """How long a live merchant may go without a new order before it is stale: RUTTER_STALE_AFTER_HOURS,
+    two days by default (the daily load runs once a day after midnight UTC, and a small store may have
+    a quiet day). Read when the check runs: the run's environment, not the import's."""
+    return timedelta(hours=float(os.environ.get("RUTTER_STALE_AFTER_HOURS") or 48))
+
 
 # Columns every rutter.<entity> and child table has besides the typed ones (warehouse/layout.py).
 BOOKKEEPING_COLUMNS = {
@@ -320,14 +325,15 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
     except Exception as exc:  # names are a convenience: the table is still worth showing without them
         context.log.warning("could not ask Rutter for merchant names: %s", type(exc).__name__)
     rows = registry.merchants()
-    fresh = {f.connection_id: f for f in merchants.freshness(warehouse.resolved_url, STALE_AFTER)}
+    allowed = stale_after()
+    fresh = {f.connection_id: f for f in merchants.freshness(warehouse.resolved_url, allowed)}
     platforms: dict[str, int] = {}
     for m in rows:
         platforms[m.platform or "unknown"] = platforms.get(m.platform or "unknown", 0) + 1
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),
-            "merchants": dg.MetadataValue.md(merchants_markdown(rows, fresh, STALE_AFTER)),
+            "merchants": dg.MetadataValue.md(merchants_markdown(rows, fresh, allowed)),
             "platforms": dg.MetadataValue.json(platforms),
             "live": sum(1 for m in rows if m.state == "ready"),
             "names_learned": len(learned),
@@ -347,7 +353,8 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
     ),
 )
 def merchants_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    fresh = merchants.freshness(warehouse.resolved_url, STALE_AFTER)
+    allowed = stale_after()
+    fresh = merchants.freshness(warehouse.resolved_url, allowed)
     stale = [f for f in fresh if f.stale]
     names = {m.connection_id: m for m in warehouse.registry().merchants()}
 
@@ -364,12 +371,12 @@ def merchants_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             "live_merchants": len(fresh),
             "stale": len(stale),
             "stale_merchants": dg.MetadataValue.json([who(f) for f in stale[:50]]),
-            "stale_after_hours": STALE_AFTER.total_seconds() / 3600,
+            "stale_after_hours": allowed.total_seconds() / 3600,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
         description=None
         if not stale
-        else f"{len(stale)} of {len(fresh)} live merchants stale (no new order for over {STALE_AFTER}): "
+        else f"{len(stale)} of {len(fresh)} live merchants stale (no new order for over {allowed}): "
         + "; ".join(who(f) for f in stale[:10]),
     )
 
@@ -444,6 +451,12 @@ def platform_tag_sensor(context: dg.RunStatusSensorContext, rutter: RutterResour
     if platform:
         context.instance.add_run_tags(run.run_id, platform_tags(platform))
     if learned:
-        # once per connection: its names are learned once, then the table shows them
-        return dg.RunRequest(run_key=f"merchant-names:{connection_id}", tags={"rutter/trigger": "names"})
+        # Once per connection (its names are learned once), the table only: freshness is the
+        # schedule's to judge, and a merchant onboarding is no moment to page about the others.
+        return dg.RunRequest(
+            run_key=f"merchant-names:{connection_id}",
+            asset_selection=[CONNECTIONS_ASSET],
+            asset_check_keys=[],
+            tags={"rutter/trigger": "names"},
+        )
     return dg.SkipReason(f"run {run.run_id} tagged {platform or 'with no platform known'}")
