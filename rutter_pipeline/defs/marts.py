@@ -15,6 +15,8 @@ Partitioning of the underwriting marts (definitions in ``warehouse/underwriting.
   what it reports.
 """
 
+from datetime import date
+
 import dagster as dg
 import psycopg
 
@@ -133,12 +135,15 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         ),
     )
     def cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        connections = sorted({scope.connection_id for scope in run_scopes(context, Settings.from_env())})
+        through: dict[str, date] = {}  # each connection's last day in the run
+        for scope in run_scopes(context, Settings.from_env()):
+            through[scope.connection_id] = max(scope.end, through.get(scope.connection_id, scope.end))
+        connections = sorted(through)
         written = 0
         with _connect(warehouse) as conn:
             for connection_id in connections:
                 with conn.transaction():
-                    written += underwriting.refresh_cohort_retention(conn, connection_id)
+                    written += underwriting.refresh_cohort_retention(conn, connection_id, through[connection_id])
             meta = _table_metadata(conn, underwriting.COHORT_RETENTION)
         return dg.MaterializeResult(metadata={**meta, "rows_written": written, "connections": len(connections)})
 

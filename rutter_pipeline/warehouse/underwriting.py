@@ -50,9 +50,9 @@ figure and only counted in ``cancelled_orders``. ``currency`` is ``iso_currency_
   filled later apply at once.
 
 ``marts.cohort_retention``: customers by the month of their first counted order held (the cohort),
-and for that month and each later one up to the connection's newest counted order, how many of
-them placed a counted order (any currency): ``retention_rate`` = active_customers /
-cohort_customers, 6 decimal places.
+and for that month and each later one up to the connection's newest counted order (or the newest
+month refreshed, when later: a month without orders reads 0), how many of them placed a counted
+order (any currency): ``retention_rate`` = active_customers / cohort_customers, 6 decimal places.
 
 ``marts.merchant_health``: one row per registered connection: ``platform``, ``lifecycle_state``,
 coverage from ``rutter.load_log`` (``expected_days`` from ``RUTTER_HISTORY_START`` to yesterday,
@@ -207,7 +207,7 @@ SELECT %(c)s, s.cohort_month, g::date,
         + extract(month FROM g) - extract(month FROM s.cohort_month))::int,
        s.n, COALESCE(a.n, 0), round(COALESCE(a.n, 0)::numeric / s.n, 6)
 FROM sizes s
-CROSS JOIN (SELECT max(month) AS newest FROM o) last
+CROSS JOIN (SELECT GREATEST(max(month), %(through)s) AS newest FROM o) last
 CROSS JOIN LATERAL generate_series(s.cohort_month, last.newest, interval '1 month') g
 LEFT JOIN active a ON a.cohort_month = s.cohort_month AND a.activity_month = g::date
 """
@@ -304,12 +304,22 @@ def refresh_monthly_metrics(
     return conn.execute(MONTHLY_SQL, params).rowcount
 
 
-def refresh_cohort_retention(conn: psycopg.Connection, connection_id: str) -> int:
-    """Recompute all of the connection's cohorts; return rows written. The caller commits."""
+def refresh_cohort_retention(conn: psycopg.Connection, connection_id: str, through: date | None = None) -> int:
+    """Recompute all of the connection's cohorts; return rows written. The caller commits.
+
+    Activity months run to the newest of: the connection's newest counted order, ``through``'s month
+    (the refresh's last day: a month without orders so far shows its zero retention) and the newest
+    month held already (so an older month's refresh never takes away a newer month's rows).
+    """
     _utc(conn)
     conn.execute(_LOCK_SQL, (COHORT_RETENTION, connection_id))
+    row = conn.execute(
+        "SELECT max(activity_month) FROM marts.cohort_retention WHERE connection_id = %s", (connection_id,)
+    ).fetchone()
+    months = [m for m in (row[0] if row else None, through.replace(day=1) if through else None) if m]
     conn.execute("DELETE FROM marts.cohort_retention WHERE connection_id = %s", (connection_id,))
-    return conn.execute(COHORT_SQL, {"c": connection_id}).rowcount
+    params = {"c": connection_id, "through": max(months) if months else None}
+    return conn.execute(COHORT_SQL, params).rowcount
 
 
 def refresh_merchant_health(

@@ -242,6 +242,15 @@ def test_cohort_retention_by_hand(warehouse: str, loader: Loader, records: Recor
     assert written == len(rows)
     with psycopg.connect(warehouse) as conn:
         assert underwriting.refresh_cohort_retention(conn, "m1") == written  # idempotent
+        # a refresh through May, a month without orders so far: zero retention, not a missing row
+        assert underwriting.refresh_cohort_retention(conn, "m1", date(2024, 5, 7)) == written + 2
+        may = conn.execute(
+            "SELECT cohort_month, months_since_first, active_customers, retention_rate FROM marts.cohort_retention "
+            "WHERE connection_id = 'm1' AND activity_month = '2024-05-01' ORDER BY 1"
+        ).fetchall()
+        assert may == [(JAN, 4, 0, D("0.000000")), (FEB, 3, 0, D("0.000000"))]
+        # a later refresh of an older month keeps May
+        assert underwriting.refresh_cohort_retention(conn, "m1", date(2024, 2, 29)) == written + 2
 
 
 def test_merchant_health_by_hand(warehouse: str, loader: Loader, records: Records) -> None:

@@ -147,7 +147,8 @@ CREATE TABLE marts.cohort_retention (
 
 COMMENT ON TABLE marts.cohort_retention IS
     'Per connection: customers grouped by the month of their first counted order (the cohort) and, for that '
-    'month and every later month up to the connection''s newest counted order, how many of them ordered.';
+    'month and every later month up to the connection''s newest counted order or newest month refreshed, how '
+    'many of them ordered (0 in a month without orders).';
 COMMENT ON COLUMN marts.cohort_retention.connection_id IS 'Rutter connection id.';
 COMMENT ON COLUMN marts.cohort_retention.cohort_month IS
     'First day of the month of the customers'' first counted (not cancelled) order held for the connection.';
