@@ -23,6 +23,7 @@ import psycopg
 from rutter_pipeline.defs.ingest import BACKFILL_POLICY, landing_key, run_scopes, warehouse_key
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
+from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import underwriting
 from rutter_pipeline.warehouse.migrations import psycopg_url
@@ -60,6 +61,19 @@ def _table_metadata(conn: psycopg.Connection, table: str) -> dict[str, object]:
         "dagster/column_schema": dg.TableSchema(columns=columns),
         "dagster/row_count": underwriting.row_count(conn, table),
     }
+
+
+def _spans(scopes: list[Scope]) -> dict[str, tuple[date, date]]:
+    """Each connection's first and last day in a run's scopes: one refresh per connection.
+
+    A refresh from a day recomputes every later month of its connection already, so the scopes of a
+    connection (a range run's months, not always contiguous) need only the earliest start.
+    """
+    spans: dict[str, tuple[date, date]] = {}
+    for scope in scopes:
+        start, end = spans.get(scope.connection_id, (scope.start, scope.end))
+        spans[scope.connection_id] = (min(start, scope.start), max(end, scope.end))
+    return dict(sorted(spans.items()))
 
 
 def _connect(warehouse: WarehouseResource) -> psycopg.Connection:
@@ -108,12 +122,13 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
     )
     def monthly_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         settings = Settings.from_env()
+        spans = _spans(run_scopes(context, settings))
         written = 0
         with _connect(warehouse) as conn:
-            for scope in run_scopes(context, settings):
+            for connection_id, (start, end) in spans.items():
                 with conn.transaction():
                     written += underwriting.refresh_monthly_metrics(
-                        conn, scope.connection_id, scope.start, scope.end, settings.reporting_currency
+                        conn, connection_id, start, end, settings.reporting_currency
                     )
             meta = _table_metadata(conn, underwriting.MONTHLY_METRICS)
         return dg.MaterializeResult(
@@ -135,17 +150,14 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         ),
     )
     def cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        through: dict[str, date] = {}  # each connection's last day in the run
-        for scope in run_scopes(context, Settings.from_env()):
-            through[scope.connection_id] = max(scope.end, through.get(scope.connection_id, scope.end))
-        connections = sorted(through)
+        spans = _spans(run_scopes(context, Settings.from_env()))
         written = 0
         with _connect(warehouse) as conn:
-            for connection_id in connections:
+            for connection_id, (_, end) in spans.items():
                 with conn.transaction():
-                    written += underwriting.refresh_cohort_retention(conn, connection_id, through[connection_id])
+                    written += underwriting.refresh_cohort_retention(conn, connection_id, end)
             meta = _table_metadata(conn, underwriting.COHORT_RETENTION)
-        return dg.MaterializeResult(metadata={**meta, "rows_written": written, "connections": len(connections)})
+        return dg.MaterializeResult(metadata={**meta, "rows_written": written, "connections": len(spans)})
 
     @dg.asset(
         key=MERCHANT_HEALTH,
