@@ -451,10 +451,12 @@ def platform_tag_sensor(context: dg.RunStatusSensorContext, rutter: RutterResour
     if platform:
         context.instance.add_run_tags(run.run_id, platform_tags(platform))
     if learned:
-        # Once per connection (its names are learned once), the table only: freshness is the
-        # schedule's to judge, and a merchant onboarding is no moment to page about the others.
+        # The table only: freshness is the schedule's to judge, and a merchant onboarding is no
+        # moment to page about the others. One run a minute at most (the run key): a burst of
+        # onboardings is shown by the next run, which reads the whole registry.
+        minute = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
         return dg.RunRequest(
-            run_key=f"merchant-names:{connection_id}",
+            run_key=f"merchant-names:{minute}",
             asset_selection=[CONNECTIONS_ASSET],
             asset_check_keys=[],
             tags={"rutter/trigger": "names"},

@@ -282,8 +282,9 @@ def test_a_run_about_one_connection_is_tagged_with_its_platform_learned_from_rut
     truth = next(c for c in sandbox.list_connections() if c["connection_id"] == cid)
     (known,) = ConnectionRegistry(pipeline.warehouse_url).merchants(connection_ids=[cid])
     assert (known.platform, known.store_name) == ("AMAZON", truth["store_name"])
-    # it learned the names, so the connections table is refreshed, once per connection
-    assert isinstance(requested, dg.RunRequest) and requested.run_key == f"merchant-names:{cid}"
+    # it learned the names, so the connections table is refreshed (its run alone, without the freshness check)
+    assert isinstance(requested, dg.RunRequest) and requested.run_key.startswith("merchant-names:")
+    assert requested.asset_selection == [CONNECTIONS_ASSET] and requested.asset_check_keys == []
 
 
 def test_which_runs_are_about_one_connection() -> None:

@@ -49,5 +49,5 @@ def test_an_onboarded_merchant_is_named_tagged_and_listed(
         scheduled = pipeline.definitions().resolve_job_def("merchants_job").execute_in_process(instance=instance)
         (fresh,) = scheduled.get_asset_check_evaluations()
         assert fresh.check_name == FRESH_CHECK and fresh.passed
-        # once per connection: another iteration asks for no further table run
+        # names are learned once: another iteration asks for no further table run
         assert [r for r in tick(context, pipeline) if r.job_name == "merchants_job"] == []
