@@ -92,12 +92,10 @@ def table_metadata(
         if isinstance(columns, dg.TableSchema)
         else dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns])
     )
-    kwargs: dict[str, Any] = {"table_name": table, "column_schema": schema}
+    metadata: dict[str, Any] = {"dagster/table_name": table, "dagster/column_schema": schema}
     if row_count is not None:
-        kwargs["row_count"] = row_count
-    from dagster._core.definitions.metadata import TableMetadataSet  # not exported at the top level in 1.13
-
-    return dict(TableMetadataSet(**kwargs))
+        metadata["dagster/row_count"] = row_count
+    return metadata
 
 
 def _schema(table: ddl.TableDef, descriptions: Mapping[str, str]) -> dg.TableSchema:
