@@ -23,6 +23,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +52,8 @@ PID_NAME = "dev.pid"
 # process group is killed; then how long the rest of the group (run workers) gets after a SIGTERM.
 DAGSTER_GRACE_SECONDS = 20.0
 LEFTOVER_GRACE_SECONDS = 5.0
+# Generous: a first start on a busy laptop loads the code location in the code server, then the webserver.
+UI_START_TIMEOUT = 600.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -250,11 +253,29 @@ def dagster_dev(args: argparse.Namespace, hurry: threading.Event) -> Iterator[su
         stop_process_group(proc, hurry)
 
 
-def wait_for_ui(proc: subprocess.Popen, url: str) -> None:
-    """Until the webserver answers; an error if ``dagster dev`` exits first."""
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail at once when the UI's port is taken: Dagster's webserver only logs that it cannot bind, and
+    the stack would wait for a UI that never comes. Bound as uvicorn binds (SO_REUSEADDR), so a closed
+    connection in TIME_WAIT does not count as taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"port {port} on {host} is in use ({exc.strerror}): another dev? stop it with `python3 dev.py stop`,"
+                " or start this one with --port"
+            ) from None
+
+
+def wait_for_ui(proc: subprocess.Popen, url: str, timeout: float = UI_START_TIMEOUT) -> None:
+    """Until the webserver answers; an error if ``dagster dev`` exits first or it takes too long."""
+    deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"dagster dev exited with {proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Dagster UI did not answer at {url} within {timeout:.0f} s")
         with contextlib.suppress(requests.RequestException):
             if requests.get(f"{url}/server_info", timeout=2).ok:
                 return
@@ -314,6 +335,7 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
         signals.terminal = terminal.out
         print(f"starting PostgreSQL, Rutter, the webhook receiver and Dagster (log: {log_path})", file=terminal.out)
         try:
+            ensure_port_free(args.host, args.port)
             pid_file.write_text(f"{os.getpid()}\n")
             embedded = not os.environ.get("WAREHOUSE_URL")
             env = prepare_stack_env()

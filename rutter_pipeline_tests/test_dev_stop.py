@@ -208,3 +208,25 @@ def test_dev_py_stop_stops_a_running_stack_then_postgres(tmp_path: Path) -> None
         assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
     finally:
         stop(dev)
+
+
+def test_dev_with_its_ui_port_taken_says_so_and_exits(tmp_path: Path) -> None:
+    """Dagster's webserver only logs a port it cannot bind: dev checks first rather than wait forever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUTTER_", "WAREHOUSE_URL", "DAGSTER_"))}
+        env["RUTTER_PIPELINE_STATE_DIR"] = str(tmp_path / "state")
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "dev.py"), "start", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "dev.py stop" in result.stderr, result
+    assert "Traceback" not in result.stdout + result.stderr, result
+    assert not (tmp_path / "state" / "postgres").exists()  # nothing was started
