@@ -52,14 +52,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     path.unlink(missing_ok=True)
     if not lines:
         return
-    totals = Counter()
+    by_file: dict[str, Counter] = {}
     for line in lines:
-        totals.update({k: line[k] for k in FIGURES[1:]})
-    terminalreporter.write_sep("-", "reliability suite")
-    terminalreporter.write_line(
-        f"cases {len(lines)}, faults injected {totals['faults_injected']}, "
-        f"records compared {totals['records_compared']}, mismatches {totals['mismatches']}"
-    )
+        figures = by_file.setdefault(line["case"].split("::")[0], Counter())
+        figures.update({"cases": 1, **{k: line[k] for k in FIGURES[1:]}})
+    by_file["total"] = sum(by_file.values(), Counter())
+    terminalreporter.write_sep("-", "reliability suite: " + ", ".join(f.replace("_", " ") for f in FIGURES))
+    for name, figures in by_file.items():
+        terminalreporter.write_line(f"{name}: " + ", ".join(str(figures[f]) for f in FIGURES))
 
 
 @dataclasses.dataclass
