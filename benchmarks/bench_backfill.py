@@ -45,6 +45,11 @@ FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Fresh databases each run: their access tokens are stored encrypted, and a key of this run's own
+    # will do (a warehouse of your own needs RUTTER_TOKEN_KEY; warehouse/tokens.py).
+    from rutter_pipeline.warehouse.tokens import new_key
+
+    os.environ.setdefault("RUTTER_TOKEN_KEY", new_key())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--orders-per-day", type=int, default=DEFAULT_ORDERS_PER_DAY)

@@ -33,6 +33,11 @@ CLI = Path(sys.executable).with_name("rutter-pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Fresh databases each run: their access tokens are stored encrypted, and a key of this run's own
+    # will do (a warehouse of your own needs RUTTER_TOKEN_KEY; warehouse/tokens.py).
+    from rutter_pipeline.warehouse.tokens import new_key
+
+    os.environ.setdefault("RUTTER_TOKEN_KEY", new_key())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--connections", type=int, default=1000)
     parser.add_argument("--pg-url", help="a PostgreSQL server URL to use (default: start an embedded one)")

@@ -299,6 +299,11 @@ PHASES = {"raw_fetch": raw_fetch, "raw_copy": raw_copy, "project": project, "dlt
 
 
 def main(argv: list[str]) -> int:
+    # Fresh databases each run: their access tokens are stored encrypted, and a key of this run's own
+    # will do (a warehouse of your own needs RUTTER_TOKEN_KEY; warehouse/tokens.py).
+    from rutter_pipeline.warehouse.tokens import new_key
+
+    os.environ.setdefault("RUTTER_TOKEN_KEY", new_key())
     job = orjson.loads(argv[1])
     result = PHASES[job["phase"]](job)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)

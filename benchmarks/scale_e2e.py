@@ -141,6 +141,11 @@ def _kind(proc: psutil.Process, root: psutil.Process) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Fresh databases each run: their access tokens are stored encrypted, and a key of this run's own
+    # will do (a warehouse of your own needs RUTTER_TOKEN_KEY; warehouse/tokens.py).
+    from rutter_pipeline.warehouse.tokens import new_key
+
+    os.environ.setdefault("RUTTER_TOKEN_KEY", new_key())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--orders-per-day", type=int, default=100)
