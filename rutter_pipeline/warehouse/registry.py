@@ -29,7 +29,8 @@ from rutter_pipeline.warehouse.tokens import TokenCipher, token_cipher
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "ready", "needs_update", "disabled", "removed")
-# States in which schedules and sensors run syncs for a connection.
+# States in which schedules and sensors run syncs for a connection: the one definition of "live"
+# (the lifecycle's pause decisions, the schedules and the data webhook sensor all use it).
 LIVE_STATES = ("ready",)
 
 _COLUMNS = "connection_id, platform, state, token_ciphertext, created_at, updated_at, last_event_at, details"
