@@ -133,14 +133,17 @@ def test_retried_duplicated_shuffled_webhooks_load_the_merchant_exactly_once(
     tally.converged(merchant, [ORDERS, TRANSACTIONS], start, today)
 
 
-def test_a_pause_overtaken_by_its_reconnect_does_not_stall_the_merchant(pipeline: Pipeline, tally: Tally) -> None:
+def test_a_pause_overtaken_by_its_reconnect_does_not_stall_the_merchant(
+    pipeline: Pipeline, instance_factory, tally: Tally
+) -> None:
     """CONNECTION_NEEDS_UPDATE fails to arrive (the receiver is down), the merchant re-authenticates,
     CONNECTION_UPDATED arrives, then Rutter's retry of the pause: Rutter says the connection is fine,
     so must the registry (the lifecycle's reorder window)."""
     control, secret = pipeline.sandbox.control, pipeline.sandbox.client_secret
     port = free_port()
     control.configure_webhooks(url=f"http://127.0.0.1:{port}/webhooks/rutter", retry_base=1.5, max_retries=6)
-    cid = control.create_connection(ready=True, history_days=2, orders_per_day=5)["connection_id"]
+    made = control.create_connection(ready=True, history_days=2, orders_per_day=5)
+    cid = made["connection_id"]
     with run_receiver(pipeline.warehouse_url, secret, port=port):
         control.wait_for_webhooks(timeout=30)
         lifecycle = Lifecycle(pipeline.warehouse_url)
@@ -156,3 +159,9 @@ def test_a_pause_overtaken_by_its_reconnect_does_not_stall_the_merchant(pipeline
         tally.faults(1)
         lifecycle.tick(cid)
     assert ConnectionRegistry(pipeline.warehouse_url).get(cid).state == "ready"
+
+    # a ready connection is loaded (a paused one would be skipped by the schedules): its days equal the truth
+    merchant = dataclasses.replace(pipeline, connection_id=cid, access_token=made["access_token"])
+    start, today = pipeline.today - timedelta(days=2), control.now().date()
+    assert run_assets(merchant, instance_factory([cid]), [ORDERS], start, today).success
+    tally.converged(merchant, [ORDERS], start, today)
