@@ -13,6 +13,7 @@ import orjson
 import psycopg
 import pytest
 
+from rutter_pipeline import merchants
 from rutter_pipeline.defs.catalog import (
     CONNECTIONS_ASSET,
     FRESH_CHECK,
@@ -24,6 +25,7 @@ from rutter_pipeline.defs.catalog import (
 from rutter_pipeline.defs.ingest import landing_key, warehouse_key
 from rutter_pipeline.defs.sensors import run_failure_alert_sensor
 from rutter_pipeline.entities import CUSTOMERS, ENTITIES, ORDERS
+from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.warehouse.inbox import store_event
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.defs.test_ingest_assets import materialize
@@ -164,11 +166,11 @@ def test_connections_asset_names_merchants_registered_from_webhooks(pipeline: Pi
     assert result.success
 
     truth = {c["connection_id"]: c for c in sandbox.list_connections()}
-    merchants = {m.connection_id: m for m in registry.merchants()}
+    named = {m.connection_id: m for m in registry.merchants()}
     for cid in (pipeline.connection_id, other["connection_id"]):
-        assert merchants[cid].platform == truth[cid]["platform"]
-        assert merchants[cid].store_name == truth[cid]["store_name"]
-        assert merchants[cid].store_url.startswith("https://")
+        assert named[cid].platform == truth[cid]["platform"]
+        assert named[cid].store_name == truth[cid]["store_name"]
+        assert named[cid].store_url.startswith("https://")
     materialization = instance.get_latest_materialization_event(CONNECTIONS_ASSET).asset_materialization
     table = materialization.metadata["merchants"].value
     for cid in (pipeline.connection_id, other["connection_id"]):
@@ -183,7 +185,7 @@ def test_connections_asset_names_merchants_registered_from_webhooks(pipeline: Pi
     # a second refresh asks Rutter nothing new and changes nothing
     calls = sandbox.stats()
     assert dg.materialize([_asset(pipeline)], instance=instance, resources=pipeline.definitions().resources).success
-    assert registry.merchants() == list(merchants.values())
+    assert registry.merchants() == list(named.values())
     assert _store_calls(sandbox.stats()) == _store_calls(calls)
 
 
@@ -327,3 +329,23 @@ def test_table_checks_of_a_two_month_range_run_pass_for_every_entity(pipeline: P
                 f"SELECT count(*) FROM rutter.{spec.table} WHERE connection_id = %s", (pipeline.connection_id,)
             ).fetchone()
         assert rows["rows"].value == rows["landed"].value == stored > 0
+
+
+def test_a_store_rutter_cannot_answer_yet_keeps_its_platform_and_is_asked_again(pipeline: Pipeline) -> None:
+    """Rutter answers /store only after the initial sync: the platform is kept, the name asked later."""
+    sandbox = pipeline.sandbox.control
+    syncing = sandbox.create_connection(platform="BIG_COMMERCE", ready=False, initial_sync_minutes=60, history_days=5)
+    cid = syncing["connection_id"]
+    webhook_registration(pipeline.warehouse_url, cid, syncing["access_token"])  # registered ready too early
+    registry = ConnectionRegistry(pipeline.warehouse_url)
+    with RutterClient.from_settings() as client:
+        first = merchants.refresh(client, registry, [cid])
+        assert first.unanswered == [cid] and first.changed == [cid]
+        (known,) = registry.merchants(connection_ids=[cid])
+        assert (known.platform, known.store_name) == ("BIG_COMMERCE", None)
+
+        sandbox.advance(61)  # the initial sync finishes: /store answers
+        second = merchants.refresh(client, registry, [cid])
+    assert second.unanswered == [] and second.changed == [cid]
+    truth = next(c for c in sandbox.list_connections() if c["connection_id"] == cid)
+    assert registry.merchants(connection_ids=[cid])[0].store_name == truth["store_name"]
