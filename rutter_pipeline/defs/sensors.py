@@ -288,7 +288,8 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     partitions: list[str] = []
     registry = warehouse.registry()
     settings = Settings.from_env()
-    for decision in lifecycle.apply_events(url, sorted(newest.values(), key=lambda e: e.id)):
+    applied = lifecycle.apply_events(url, sorted(newest.values(), key=lambda e: e.id)) if newest else []
+    for decision in applied:
         if decision.kind != "incremental_sync":
             new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"data{events[-1].id}")
             runs += new_runs
