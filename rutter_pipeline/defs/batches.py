@@ -13,12 +13,13 @@ and reported either way.
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 
 import dagster as dg
 
 from rutter_pipeline import batch
+from rutter_pipeline.defs import catalog
 from rutter_pipeline.defs.executors import executor_from_env
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
 from rutter_pipeline.defs.marts import DAILY_SALES
@@ -120,6 +121,7 @@ def _load_events(
     result: batch.ConnectionResult,
     trigger: str,
     buffer: MaterializationBuffer,
+    rows: Mapping[tuple[str, date], int] | None = None,
 ) -> Iterator[Event]:
     """Materializations of one connection's daily load per month partition, and its failed checks.
 
@@ -139,7 +141,10 @@ def _load_events(
             if item.status in (batch.LOADED, batch.HELD):
                 yield from buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
             if item.status == batch.LOADED or (item.status == batch.HELD and month not in held_months):
-                yield from buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta))
+                table = _row_count(rows, item.entity, month)
+                yield from buffer.add(
+                    dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})
+                )
                 if spec is ORDERS:
                     yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
                 continue
@@ -164,7 +169,17 @@ def _recovered(before: set, after: set, results: list[batch.ConnectionResult]) -
         yield _check(entity, warehouse_key(spec), loaded_check_name(spec), partition, True, None)
 
 
-def _sync_events(result: batch.ConnectionResult, history_start: date, buffer: MaterializationBuffer):
+def _row_count(rows: Mapping[tuple[str, date], int] | None, entity: str, month: date) -> dict[str, int]:
+    """The partition's rows in rutter.<entity> after the run (catalog.batch_row_counts), when counted."""
+    return {} if rows is None or (entity, month) not in rows else {"dagster/row_count": rows[entity, month]}
+
+
+def _sync_events(
+    result: batch.ConnectionResult,
+    history_start: date,
+    buffer: MaterializationBuffer,
+    rows: Mapping[tuple[str, date], int] | None = None,
+):
     """Each month partition whose rows an incremental sync changed, reported as a new materialization.
 
     A failed sync changes nothing in the warehouse and no partition: the run's failure names the
@@ -176,7 +191,10 @@ def _sync_events(result: batch.ConnectionResult, history_start: date, buffer: Ma
         for month, days in _months(changed).items():
             partition = str(partition_key(result.connection_id, month))
             meta = {"changed_days": len(days), "source": "incremental_sync"}
-            yield from buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata=meta))
+            table = _row_count(rows, item.entity, month)
+            yield from buffer.add(
+                dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})
+            )
             if spec is ORDERS:
                 yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
 
@@ -222,7 +240,7 @@ def load_connections(
     buffer = MaterializationBuffer(context)
     results = []
     for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _load_events(context, result, trigger, buffer)
+        yield from _load_events(context, result, trigger, buffer, catalog.batch_row_counts(loader, result))
         results.append(result)
     yield from buffer.flush()
     yield from _recovered(before, load_log.troubled_months(loader.url, config.connections, start, end), results)
@@ -245,7 +263,7 @@ def sync_connections(
     buffer = MaterializationBuffer(context)
     results = []
     for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _sync_events(result, settings.history_start, buffer)
+        yield from _sync_events(result, settings.history_start, buffer, catalog.batch_row_counts(loader, result))
         results.append(result)
     yield from buffer.flush()
     _finish(context, results, "incremental sync")

@@ -14,18 +14,19 @@ Thin wiring over the domain core:
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
-from rutter_pipeline import merchants
-from rutter_pipeline.defs.partitions import DAYS_TAG, parse_days, parse_key, scopes_for
+from rutter_pipeline import batch, merchants
+from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, month_start, parse_days, parse_key, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import ddl, layout, table_checks
+from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.registry import Merchant
 
 CONNECTIONS_ASSET = dg.AssetKey("connections")
@@ -265,6 +266,32 @@ def build_warehouse_checks(
     not run them; its per-connection failures show as ``<entity>_loaded``.
     """
     return [_table_check(spec, key_for(spec), partitions_def) for spec in ENTITIES.values()]
+
+
+def batch_row_counts(loader: Loader, result: batch.ConnectionResult) -> dict[tuple[str, date], int]:
+    """``dagster/row_count`` of the month partitions a batched run reports for one connection.
+
+    The rows ``rutter.<entity>`` holds for the connection in each whole month the run touched (the
+    partition, not the days loaded): one index-only read per entity, taken after the connection's
+    work committed. Keyed by (entity, first day of the month).
+    """
+    counts: dict[tuple[str, date], int] = {}
+    for item in result.entities:
+        if item.status not in (batch.LOADED, batch.HELD):
+            continue
+        # a daily load reports the months of its days; an incremental sync those of the days it changed
+        first, last = (item.start, item.end) if item.start and item.end else (None, None)
+        if first is None and item.changed_days:
+            first, last = min(item.changed_days), max(item.changed_days)
+        if first is None or last is None:
+            continue
+        spec = ENTITIES[item.entity]
+        by_month = loader.rows_by_month(spec, result.connection_id, month_start(first), month_end(last))
+        month = month_start(first)
+        while month <= last:
+            counts[item.entity, month] = by_month.get(month, 0)
+            month = month_end(month) + timedelta(days=1)
+    return counts
 
 
 # -- merchants by name ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ read back from the definitions and from the instance's event log.
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import orjson
@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from rutter_pipeline import merchants
+from rutter_pipeline.defs.batches import daily_load_job, daily_run_config, incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.catalog import (
     CONNECTIONS_ASSET,
     FRESH_CHECK,
@@ -349,3 +350,50 @@ def test_a_store_rutter_cannot_answer_yet_keeps_its_platform_and_is_asked_again(
     assert second.unanswered == [] and second.changed == [cid]
     truth = next(c for c in sandbox.list_connections() if c["connection_id"] == cid)
     assert registry.merchants(connection_ids=[cid])[0].store_name == truth["store_name"]
+
+
+def month_rows(url: str, table: str, connection_id: str, month) -> int:
+    with psycopg.connect(url) as conn:
+        (n,) = conn.execute(
+            f"SELECT count(*) FROM rutter.{table} WHERE connection_id = %s "
+            "AND _partition_date >= %s AND _partition_date < (%s::date + interval '1 month')",
+            (connection_id, month, month),
+        ).fetchone()
+    return n
+
+
+def test_batched_runs_report_each_month_partitions_row_count(pipeline: Pipeline, instance_factory) -> None:
+    """A daily load (and an incremental sync) reports the whole month's rows, not the days it loaded."""
+    instance = instance_factory([pipeline.connection_id])
+    resources = pipeline.definitions().resources
+    # two separate days of one month: the second load's row count is both days' rows
+    day = pipeline.today - timedelta(days=2)
+    earlier = day - timedelta(days=1) if day.day > 1 else day + timedelta(days=1)
+    for d in (earlier, day):
+        result = daily_load_job.execute_in_process(
+            run_config=daily_run_config([pipeline.connection_id], d), instance=instance, resources=resources
+        )
+        assert result.success
+    month = day.replace(day=1)
+    for spec in ENTITIES.values():
+        event = instance.get_latest_materialization_event(warehouse_key(spec)).asset_materialization
+        assert event.partition == pipeline.partition(day)
+        rows = month_rows(pipeline.warehouse_url, spec.table, pipeline.connection_id, month)
+        assert event.metadata["dagster/row_count"].value == rows
+    both = len(pipeline.truth(ORDERS, earlier)) + len(pipeline.truth(ORDERS, day))
+    assert month_rows(pipeline.warehouse_url, "orders", pipeline.connection_id, month) == both > 0
+
+    # new orders arrive; the incremental sync reports the month it changed with the month's rows
+    pipeline.sandbox.control.advance(60 * 3)
+    sync = incremental_sync_job.execute_in_process(
+        run_config=incremental_run_config([pipeline.connection_id]), instance=instance, resources=resources
+    )
+    assert sync.success
+    synced = [
+        m.materialization for m in sync.get_asset_materialization_events() if m.asset_key == warehouse_key(ORDERS)
+    ]
+    assert synced, "the sync changed no month: the test proves nothing"
+    for materialization in synced:
+        partition_month = date.fromisoformat(materialization.partition.split("|")[1])
+        rows = month_rows(pipeline.warehouse_url, "orders", pipeline.connection_id, partition_month)
+        assert materialization.metadata["dagster/row_count"].value == rows
