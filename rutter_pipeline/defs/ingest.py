@@ -146,14 +146,18 @@ def _schema_evaluation(
     report = outcome.report if outcome else None
     if report is not None:
         own = replace(report, rejects=[r for r in report.rejects if (d := reject_day(spec, r.record)) and part.has(d)])
+        # A reject whose day cannot be told (a broken created_at) is in no partition's count; the gate
+        # weighs it over the whole scope, so every partition of the scope reports it, first (issue 19).
+        undated = [r for r in report.rejects if reject_day(spec, r.record) is None]
         metadata.update(
             {
                 # Schema failures and drift are judged over the whole scope the partition was landed in.
                 "judged_over": str(outcome.scope),
                 "schema_failures": dg.MetadataValue.json([dict(f) for f in report.schema_failures]),
                 "drift": dg.MetadataValue.json(report.metadata()["drift"]),
+                "undated_rejects": len(undated),
                 "error_counts": dg.MetadataValue.json(own.metadata()["error_counts"]),
-                "failure_cases": dg.MetadataValue.json(own.failure_cases()),
+                "failure_cases": dg.MetadataValue.json(replace(own, rejects=undated + own.rejects).failure_cases()),
             }
         )
     held = counts["held"]

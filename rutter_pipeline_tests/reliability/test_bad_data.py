@@ -125,7 +125,11 @@ def test_every_bad_value_is_a_reject_naming_its_field_and_the_rest_of_the_day_lo
     assert {r["day"] for r in stored_rejects if r["day"] is not None} == {day}
     evaluation = schema_check(tolerant)
     assert evaluation.passed and evaluation.metadata["rejected"].value == len(bad) - len(undated)
-    assert {c["field"] for c in evaluation.metadata["failure_cases"].value} <= {f for _, (_, f, _, _) in bad.values()}
+    assert evaluation.metadata["undated_rejects"].value == len(undated)
+    cases = evaluation.metadata["failure_cases"].value
+    assert {c["field"] for c in cases} <= {f for _, (_, f, _, _) in bad.values()} and "created_at" in {
+        c["field"] for c in cases
+    }
 
     # and the rest of the day is exactly what Rutter served
     tally.compare(f"orders {day} without the rejects", merchant.stored(ORDERS, day), [r for r in truth if r not in
