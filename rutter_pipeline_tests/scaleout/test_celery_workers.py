@@ -47,11 +47,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 BROKER_URL = os.environ.get("TEST_RABBITMQ_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 CONNECTIONS = 5
 DAYS = 30
-# Each /orders response waits this long, so a landing/orders step takes seconds and the worker is
-# killed while it is inside one (a kill between steps would prove less).
+# Each /orders response waits this long, so that landing/orders steps take seconds: the landing steps
+# of both runs then want the `rutter_api` pool at once, with all four worker processes alive.
 ORDERS_DELAY_S = 0.15
 WORKER_CONCURRENCY = 2
 POOL_SLOTS = 2
+# The worker is killed inside a merge (a kill between steps would prove less): its transaction is open,
+# and the merge takes the connection and entity's advisory lock, which the redelivered step then needs.
+KILLED_STEP = "warehouse__orders"
 DAGSTER_CELERY = str(Path(sys.executable).with_name("dagster-celery"))
 
 
@@ -266,7 +269,7 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
 
     killed: list[tuple[str, str, Worker]] = []
     stop = threading.Event()
-    killer = threading.Thread(target=kill_mid_step, args=(dagster_pg_url, workers, "landing__orders", killed, stop))
+    killer = threading.Thread(target=kill_mid_step, args=(dagster_pg_url, workers, KILLED_STEP, killed, stop))
     killer.start()
     try:
         with workspace(instance) as context:
@@ -284,7 +287,7 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     assert runs and all(r.is_success for r in runs), [(r.run_id, r.status) for r in runs]
 
     # The kill landed inside a step, and that same step of that same run was then run by the other worker.
-    assert killed, f"no worker was seen inside a landing/orders step: {steps_on_workers(dagster_pg_url)}"
+    assert killed, f"no worker was seen inside {KILLED_STEP}: {steps_on_workers(dagster_pg_url)}"
     run_id, step, victim = killed[0]
     (survivor,) = [w for w in workers if w is not victim]
     executions = [worker for r, s, worker in steps_on_workers(dagster_pg_url) if (r, s) == (run_id, step)]
