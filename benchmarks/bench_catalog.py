@@ -21,9 +21,10 @@ import psycopg
 
 from rutter_pipeline import merchants
 from rutter_pipeline.defs.catalog import merchants_markdown
-from rutter_pipeline.entities import ORDERS
+from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.warehouse import table_checks
 from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
+from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
@@ -99,12 +100,20 @@ def main() -> None:
             counts = table_checks.scope_counts(url, ORDERS, big, start, end)
             assert counts.rows == counts.landed == args.big, counts
 
+        loader = Loader(url)
+
+        def batch_counts() -> None:  # what a batch of 50 connections reads for its row counts
+            for cid in ids[1:51]:
+                for spec in ENTITIES.values():
+                    loader.rows_by_month(spec, cid, start.replace(day=1), end)
+
         print("| read | first s | best of 3 s |")
         print("|---|---|---|")
         for label, fn in (
             (f"freshness of {len(ids):,} live merchants (merchants_fresh)", freshness),
             (f"registry + markdown table of {len(ids):,} merchants (connections asset)", table),
             (f"table checks of a {DAYS}-day range of a merchant with {args.big:,} orders", checks),
+            ("row counts of a batch of 50 connections (4 entities each, one connection per query)", batch_counts),
         ):
             first, best = timed(fn)
             print(f"| {label} | {first:.3f} | {best:.3f} |")

@@ -239,8 +239,9 @@ def load_connections(
     before = load_log.troubled_months(loader.url, config.connections, start, end)
     buffer = MaterializationBuffer(context)
     results = []
-    for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _load_events(context, result, trigger, buffer, catalog.batch_row_counts(loader, result))
+    rows = catalog.RowCounts(loader)
+    for result in batch.run_batch(config.connections, rows.after(work), workers=settings.batch_workers):
+        yield from _load_events(context, result, trigger, buffer, rows.pop(result.connection_id))
         results.append(result)
     yield from buffer.flush()
     yield from _recovered(before, load_log.troubled_months(loader.url, config.connections, start, end), results)
@@ -262,8 +263,9 @@ def sync_connections(
 
     buffer = MaterializationBuffer(context)
     results = []
-    for result in batch.run_batch(config.connections, work, workers=settings.batch_workers):
-        yield from _sync_events(result, settings.history_start, buffer, catalog.batch_row_counts(loader, result))
+    rows = catalog.RowCounts(loader)
+    for result in batch.run_batch(config.connections, rows.after(work), workers=settings.batch_workers):
+        yield from _sync_events(result, settings.history_start, buffer, rows.pop(result.connection_id))
         results.append(result)
     yield from buffer.flush()
     _finish(context, results, "incremental sync")

@@ -12,6 +12,7 @@ Thin wiring over the domain core:
   the ``merchants_fresh`` check: a live merchant whose orders stopped arriving shows stale and pages.
 """
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +29,8 @@ from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import ddl, layout, table_checks
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.registry import Merchant
+
+log = logging.getLogger(__name__)
 
 CONNECTIONS_ASSET = dg.AssetKey("connections")
 MERCHANTS_GROUP = "merchants"
@@ -292,6 +295,30 @@ def batch_row_counts(loader: Loader, result: batch.ConnectionResult) -> dict[tup
             counts[item.entity, month] = by_month.get(month, 0)
             month = month_end(month) + timedelta(days=1)
     return counts
+
+
+class RowCounts:
+    """The row counts of a batched run's partitions, read on the worker thread that did each connection's
+    work (overlapping the others' work) rather than on the run's main thread, which writes the events:
+    a query per entity and connection, four per connection (their cost: benchmarks/RESULTS.md)."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.by_connection: dict[str, dict[tuple[str, date], int]] = {}
+
+    def after(self, work: Callable[[str], batch.ConnectionResult]) -> Callable[[str], batch.ConnectionResult]:
+        def counted(connection_id: str) -> batch.ConnectionResult:
+            result = work(connection_id)
+            try:
+                self.by_connection[connection_id] = batch_row_counts(self.loader, result)
+            except Exception as exc:  # a count is metadata: it never fails a connection whose load committed
+                log.warning("row counts of connection %s: %s", connection_id, type(exc).__name__)
+            return result
+
+        return counted
+
+    def pop(self, connection_id: str) -> dict[tuple[str, date], int] | None:
+        return self.by_connection.pop(connection_id, None)
 
 
 # -- merchants by name ---------------------------------------------------------------------------------
