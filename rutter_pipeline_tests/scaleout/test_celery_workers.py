@@ -225,12 +225,13 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     celery_workers,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """5 connections x 30 days through the celery executor; one worker SIGKILLed inside a step.
+    """5 connections x 30 days through the celery executor; one worker SIGKILLed inside a merge.
 
     What makes it converge is Celery's late acknowledgement (``task_acks_late``): the killed worker's
     step was never acknowledged, RabbitMQ hands it to the other worker when the dead one's connection
-    closes, and that worker runs the step again in the same run. Landing replaces its scope and the
-    merge is idempotent, so the second execution leaves the same rows. No Dagster step retry or run
+    closes, and that worker runs the step again in the same run (once PostgreSQL has rolled back the
+    dead merge and freed its advisory lock). The merge is idempotent, so the second execution leaves
+    the same rows. No Dagster step retry or run
     re-execution is involved: the run that lost a worker succeeds on its own.
     """
     sandbox = sandbox_factory(
@@ -296,7 +297,7 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     assert daily.is_success, daily.status
     assert [w for r, _, w in steps_on_workers(dagster_pg_url) if r == daily_id] == [survivor.name]
     # The pool held across runs and workers: the run's process claims a slot before it sends a landing
-    # step (2 runs x 4 landing steps, 4 worker processes: without the pool 4 would run at once).
+    # step (2 runs x 4 landing steps on 4 worker processes: without the pool, 4 ran at once).
     assert most_landing_steps_at_once(dagster_pg_url) <= POOL_SLOTS
     # Every step of every run ran on a Celery worker, none in the run's own process.
     on_workers = {(r, s) for r, s, _ in steps_on_workers(dagster_pg_url)}
