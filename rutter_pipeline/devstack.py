@@ -45,7 +45,7 @@ from rutter_pipeline.warehouse.migrations import migrate
 log = logging.getLogger(__name__)
 DEMO_PLATFORMS = ("SHOPIFY", "WOO_COMMERCE", "AMAZON", "BIG_COMMERCE", "SQUARE")
 DEMO_SIZES = (40, 12, 150, 25, 60)  # orders per day: small to busy merchants
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 LOG_NAME = "dev.log"
 PID_NAME = "dev.pid"
 # How long ``dagster dev`` gets to stop its webserver, daemon and code servers itself before its whole
@@ -84,6 +84,7 @@ class StopSignals:
         self.received: signal.Signals | None = None
         self.hurry = threading.Event()
         self.terminal: TextIO | None = None  # told "stopping" at once: the cleanup may take seconds
+        self.cleaning = False  # the stack is stopping for another reason (an error): do not raise into it
 
     def install(self) -> None:
         # Installed before any child starts: a child inherits an ignored SIGINT (a background job of a
@@ -92,7 +93,7 @@ class StopSignals:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:
+        if self.received is not None or self.cleaning:
             self.hurry.set()
             return
         self.received = signal.Signals(signum)
@@ -242,7 +243,7 @@ def _signal_group(pgid: int, sig: int) -> bool:
 
 
 @contextlib.contextmanager
-def dagster_dev(args: argparse.Namespace, hurry: threading.Event) -> Iterator[subprocess.Popen]:
+def dagster_dev(args: argparse.Namespace, signals: StopSignals) -> Iterator[subprocess.Popen]:
     """``dagster dev`` in a session of its own, stopped with all its descendants when the block ends."""
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "rutter_pipeline.definitions"]
     cmd += ["-h", args.host, "-p", str(args.port)]
@@ -250,7 +251,8 @@ def dagster_dev(args: argparse.Namespace, hurry: threading.Event) -> Iterator[su
     try:
         yield proc
     finally:
-        stop_process_group(proc, hurry)
+        signals.cleaning = True
+        stop_process_group(proc, signals.hurry)
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -340,7 +342,7 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
             embedded = not os.environ.get("WAREHOUSE_URL")
             env = prepare_stack_env()
             migrate(env.warehouse_url)
-            with rutter_and_webhooks(args, env.warehouse_url) as endpoints, dagster_dev(args, signals.hurry) as proc:
+            with rutter_and_webhooks(args, env.warehouse_url) as endpoints, dagster_dev(args, signals) as proc:
                 url = ui_url(args)
                 wait_for_ui(proc, url)
                 print(banner(url, endpoints, psql_command(env.warehouse_url, embedded), log_path), file=terminal.out)

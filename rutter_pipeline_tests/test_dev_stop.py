@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BANNER_TIMEOUT = 240  # a loaded 2-core machine: the embedded PostgreSQL's initdb, then Dagster's start
-STOP_BOUND = 30  # measured 4-5 s on the dev machine; "within seconds" with room for a busy one
+STOP_BOUND = 30  # "within seconds", with room for a busy machine (benchmarks/RESULTS.md: 4-10 s)
 
 
 def free_port() -> int:

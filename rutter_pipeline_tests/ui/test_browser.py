@@ -16,6 +16,7 @@ check that failed. One test, not four, so that ``pytest -n 2`` starts one stack 
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ SHOTS = ROOT / ".state" / "browser"
 CONNECTIONS = 2
 PAGE_TIMEOUT_MS = 60_000
 
+PARTITION_KEY = re.compile(r"^[0-9a-f-]{36}\|\d{4}-\d{2}-01$")  # <connection id>|<month>
 HISTORY_RUNS = """{ runsOrError(filter: {tags: [{key: "rutter/trigger", value: "history"}]}) {
   ... on Runs { results { runId status } } } }"""
 
@@ -178,6 +180,8 @@ def check_orders_catalog(page, stack: Stack) -> None:
     page.goto(f"{stack.ui}/assets/warehouse/orders")
     expect(page.get_by_text("Columns", exact=True).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     expect(page.get_by_text("Row count", exact=True).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    # the latest materialization's partition key loads after the rest of the status
+    expect(page.get_by_text(PARTITION_KEY).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     shot(page, "warehouse_orders")
     shot(page, "warehouse_orders_columns", page.get_by_text("Columns", exact=True).first)
     lines = [line.strip() for line in page.inner_text("body").splitlines() if line.strip()]
@@ -186,7 +190,7 @@ def check_orders_catalog(page, stack: Stack) -> None:
     assert not missing, f"columns the page does not show: {missing}"
     shown = int(lines[lines.index("Row count") + 1].replace(",", ""))
     after = lines[lines.index("Latest materialization") + 1 :]
-    partition = next(line for line in after[:3] if "|" in line)  # after "<n> minutes ago": the partition key
+    partition = next(line for line in after[:3] if PARTITION_KEY.match(line))  # after "<n> minutes ago"
     connection_id, month = partition.split("|")
     assert shown == month_count(stack.warehouse, connection_id, date.fromisoformat(month)), (partition, shown)
 
