@@ -8,7 +8,9 @@ keeps the answers in ``rutter.connections``.
 
 Why the platform was empty before: connections are registered by the webhook receiver from the
 first webhook that carries a token (``inbox.store_event``), and Rutter's webhooks carry no platform;
-only the status poll (off by default) and ``connections add --platform`` ever wrote one.
+only the status poll (off by default) and the CLI (``connections add --platform``, ``connections
+import``) ever wrote one. ``defs/catalog.py`` calls :func:`refresh` at a connection's first run
+(``platform_tag_sensor``) and whenever the ``connections`` asset is materialized.
 
 :func:`freshness` tells, per live connection, when its newest order was placed: a merchant whose
 orders stopped arriving (the store went quiet, Rutter stopped syncing it, or our loads of it keep
