@@ -28,7 +28,7 @@ from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import ddl, layout, table_checks
 from rutter_pipeline.warehouse.loader import Loader
-from rutter_pipeline.warehouse.registry import Merchant
+from rutter_pipeline.warehouse.registry import LIVE_STATES, Merchant
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,9 @@ def merchants_markdown(
     ]
     for m in rows[:TABLE_ROWS]:
         f = fresh.get(m.connection_id)
-        store = f"[{_cell(m.store_name)}]({m.store_url})" if m.store_name and m.store_url else _cell(m.store_name)
+        # a link only to a plain web address: the URL is Rutter's data, not ours to trust as markup
+        linkable = m.store_url and m.store_url.startswith(("https://", "http://")) and not set(m.store_url) & set(" ()")
+        store = f"[{_cell(m.store_name)}]({m.store_url})" if m.store_name and linkable else _cell(m.store_name)
         newest = f.newest_order_at.strftime("%Y-%m-%d %H:%M UTC") if f and f.newest_order_at else ""
         verdict = "" if f is None else (f"**stale** (over {stale_after})" if f.stale else "yes")
         lines.append(
@@ -387,7 +389,7 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
             "dagster/row_count": len(rows),
             "merchants": dg.MetadataValue.md(merchants_markdown(rows, fresh, allowed)),
             "platforms": dg.MetadataValue.json(platforms),
-            "live": sum(1 for m in rows if m.state == "ready"),
+            "live": sum(1 for m in rows if m.state in LIVE_STATES),
             "names_learned": len(learned),
         }
     )
