@@ -33,7 +33,7 @@ from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import inbox, lifecycle, load_log
-from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, ConnectionRow
+from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, ConnectionRow, Merchant
 
 EVENTS_PER_TICK = 500
 # No tick asks for more runs than this: a burst of INITIAL_UPDATEs (a lender onboarding hundreds of
@@ -243,6 +243,8 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
         if item.get("id") and item.get("access_token")
     ]
     registry.add_pending(found)  # one transaction for the connections seen for the first time
+    # the platform of connections registered before (from a webhook, which carries none); writes only changes
+    registry.set_merchants([Merchant(r.connection_id, r.platform, None) for r in found if r.platform])
     # Rutter's status, fetched on a few threads sharing the client's rate limiter.
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="status") as pool:
         bodies = pool.map(lambda row: client.connection_status(row.access_token), found)

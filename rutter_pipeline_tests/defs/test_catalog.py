@@ -397,3 +397,19 @@ def test_batched_runs_report_each_month_partitions_row_count(pipeline: Pipeline,
         partition_month = date.fromisoformat(materialization.partition.split("|")[1])
         rows = month_rows(pipeline.warehouse_url, "orders", pipeline.connection_id, partition_month)
         assert materialization.metadata["dagster/row_count"].value == rows
+
+
+def test_the_status_poll_fills_the_platform_of_a_webhook_registered_connection(
+    realtime_pipeline: Pipeline, instance_factory
+) -> None:
+    pipeline = realtime_pipeline
+    merchant = pipeline.sandbox.control.create_connection(platform="SQUARE", history_days=5)
+    cid = merchant["connection_id"]
+    webhook_registration(pipeline.warehouse_url, cid, merchant["access_token"])
+    registry = ConnectionRegistry(pipeline.warehouse_url)
+    assert registry.merchants(connection_ids=[cid])[0].platform is None
+    instance = instance_factory([pipeline.connection_id, cid])
+    defs = pipeline.definitions()
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        defs.get_sensor_def("connection_poll_sensor")(context)
+    assert registry.merchants(connection_ids=[cid])[0].platform == "SQUARE"
