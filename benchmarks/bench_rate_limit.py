@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from rutter_pipeline.rutter.rate_buckets import RATE_LIMIT_URL_ENV, resolve_backend
 from rutter_pipeline.sandbox import SandboxConfig
-from rutter_pipeline_tests.rutter.org_limit_run import Job, logged_sandbox, max_in_window, run_workers
+from rutter_pipeline_tests.rutter.org_limit_run import Job, job_for, logged_sandbox, max_in_window, run_workers
 
 NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
 
@@ -71,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.processes)
         ]
         jobs = [
-            Job(
-                sandbox.base_url,
-                sandbox.client_id,
-                sandbox.client_secret,
-                c["access_token"],
+            job_for(
+                sandbox,
+                c,
                 store_url,
                 args.org_limit,
                 last_day,
@@ -145,11 +143,9 @@ def fair_share(args: argparse.Namespace) -> int:
             ]
 
             def job(token: str, mode: str, days: int, delay_s: float, bulk_share: float) -> Job:
-                return Job(
-                    sandbox.base_url,
-                    sandbox.client_id,
-                    sandbox.client_secret,
-                    token,
+                return job_for(
+                    sandbox,
+                    {"access_token": token},
                     store_url,
                     args.org_limit,
                     last_day,

@@ -101,6 +101,27 @@ class Job:
     delay_s: float = 0.0
 
 
+def job_for(
+    sandbox: SandboxHandle,
+    connection: dict[str, Any],
+    rate_limit_url: str | None,
+    max_requests_per_10s: int,
+    last_day: date,
+    **kwargs: Any,
+) -> Job:
+    """The job of one sandbox connection (``kwargs``: the other ``Job`` fields)."""
+    return Job(
+        sandbox.base_url,
+        sandbox.client_id,
+        sandbox.client_secret,
+        connection["access_token"],
+        rate_limit_url,
+        max_requests_per_10s,
+        last_day,
+        **kwargs,
+    )
+
+
 def ingest_worker(job: Job, ready: Any, go: Any, results: Any) -> None:
     """Spawned process: build the client (and its shared limiter), wait for the start, ingest orders."""
     signalled = False

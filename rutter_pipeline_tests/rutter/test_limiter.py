@@ -11,18 +11,8 @@ from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.rutter import RutterClient
 from rutter_pipeline.rutter.limiter import RequestLimiter, shared_limiter
 from rutter_pipeline_tests.rutter.conftest import ClientFactory
+from rutter_pipeline_tests.rutter.org_limit_run import max_in_window
 from rutter_pipeline_tests.rutter.scripted_server import Reply, ScriptedServer
-
-
-def max_in_window(times: list[float], window_s: float) -> int:
-    """Most events in any half-open window of ``window_s`` seconds (sliding over the events)."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def run_threads(targets: list[Callable[[], None]]) -> float:

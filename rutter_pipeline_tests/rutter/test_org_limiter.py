@@ -22,7 +22,7 @@ from rutter_pipeline.rutter.rate_buckets import (
 from rutter_pipeline.sandbox import SandboxConfig
 from rutter_pipeline.settings import Settings
 from rutter_pipeline_tests.fixtures.sandbox import SANDBOX_NOW
-from rutter_pipeline_tests.rutter.org_limit_run import Job, logged_sandbox, max_in_window, run_workers
+from rutter_pipeline_tests.rutter.org_limit_run import job_for, logged_sandbox, max_in_window, run_workers
 
 # As the issue asks: the sandbox enforces Rutter's 500 / 10 s, the processes use our default 450.
 SANDBOX_LIMIT = 500
@@ -133,18 +133,8 @@ def test_three_processes_stay_under_the_org_limit_as_the_sandbox_counts(pg_url: 
         conns = [sandbox.control.create_connection(orders_per_day=50, history_days=7, seed=i) for i in range(3)]
         last_day = SANDBOX_NOW.date() - timedelta(days=1)
         jobs = [
-            Job(
-                sandbox.base_url,
-                sandbox.client_id,
-                sandbox.client_secret,
-                c["access_token"],
-                pg_url,
-                ORG_LIMIT,
-                last_day,
-                days=5,
-                page_limit=1,
-                connection_share=1.0,  # the org limit alone must hold them
-            )
+            # connection_share 1: the org limit alone must hold them
+            job_for(sandbox, c, pg_url, ORG_LIMIT, last_day, days=5, page_limit=1, connection_share=1.0)
             for c in conns
         ]
         results = run_workers(jobs)
