@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -45,6 +45,26 @@ class DaemonStack:
     context: object  # the test's workspace process context (launches runs)
     daemon: subprocess.Popen
     home: Path
+    env: dict[str, str] = field(default_factory=dict)
+    orphans: list[psutil.Process] = field(default_factory=list)  # what killed daemons left behind
+
+    def kill_daemon(self, grace: float = 2.0) -> None:
+        """Stop the daemon as a supervisor does when it will not go: SIGTERM, SIGKILL after ``grace`` s.
+        What it started (its code server, the runs that server launched) is left to live or die on its
+        own, as after a crash; the stack ends those when it closes."""
+        with suppress(psutil.NoSuchProcess):
+            self.orphans.extend(psutil.Process(self.daemon.pid).children(recursive=True))
+        self.daemon.terminate()
+        try:
+            self.daemon.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            self.daemon.wait(30)
+
+    def start_daemon(self) -> None:
+        """Start a new ``dagster-daemon`` on the same home and workspace (after ``kill_daemon``)."""
+        assert self.daemon.poll() is not None, "the daemon is still running"
+        self.daemon = _start_daemon(self.home, self.env)
 
     def launch(self, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:
         result = execute_dagster_graphql(
@@ -116,6 +136,27 @@ class DaemonStack:
         return [e.message or "" for e in self.instance.all_logs(run_id)]
 
 
+def _start_daemon(home: Path, env: dict[str, str]) -> subprocess.Popen:
+    with open(home / "daemon.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(home / "workspace.yaml")],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop_orphans(procs: list[psutil.Process], grace: float = 15) -> None:
+    for proc in procs:
+        with suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        with suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 def _stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
     """Stop the daemon and what it started (its code server outlives it otherwise)."""
     try:
@@ -165,14 +206,9 @@ def daemon_stack(
     with ExitStack() as stack:
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         instance.add_dynamic_partitions("connections", [pipeline.connection_id])
-        log = stack.enter_context(open(home / "daemon.log", "wb"))
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(home / "workspace.yaml")],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        stack.callback(_stop_tree, daemon)
-        context = stack.enter_context(workspace(instance))
-        yield DaemonStack(instance, context, daemon, home)
+        daemon = _start_daemon(home, env)
+        handle = DaemonStack(instance, None, daemon, home, env)
+        stack.callback(lambda: _stop_orphans(handle.orphans))  # runs after the current daemon's stop
+        stack.callback(lambda: _stop_tree(handle.daemon))  # whichever daemon runs at the end
+        handle.context = stack.enter_context(workspace(instance))
+        yield handle
