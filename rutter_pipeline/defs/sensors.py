@@ -206,15 +206,22 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
     partitions: list[str] = []
     budget = run_budget(settings)
     cursor = after
+    seen: set[tuple[str, int, int]] = set()
     for event in events:
         if not event.code.startswith(DATA_PREFIXES):  # data events are the data_webhook_sensor's
             # A state change is committed with its event; the budget is checked before applying
             # one, so the event that would overflow it waits for the next tick, unapplied.
             if len(runs) >= budget:
                 break
-            decisions = lifecycle.apply_event(url, event)
+            # The lifecycle keeps each decision until this cursor passes its event, and hands it out
+            # again when a tick that died before Dagster stored its runs is replayed (lifecycle rule 8);
+            # run keys come from the deciding event, so a replay never launches a stored run twice.
+            decisions = [d for d in lifecycle.apply_event(url, event, delivered_through=after) if d.key not in seen]
+            seen.update(d.key for d in decisions)
             for decision in decisions:
-                new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"event{event.id}")
+                new_runs, new_partitions = act_on(
+                    decision, context, url, registry, settings, f"event{decision.event_id}"
+                )
                 runs += new_runs
                 partitions += [p for p in new_partitions if p not in partitions]
                 context.log.info("event %s %s -> %s %s", event.id, event.code, decision.kind, decision.connection_id)
@@ -290,17 +297,19 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     partitions: list[str] = []
     registry = warehouse.registry()
     settings = Settings.from_env()
-    applied = lifecycle.apply_events(url, sorted(newest.values(), key=lambda e: e.id)) if newest else []
+    # The debounce state is this cursor: a tick that dies after applying events loses it, so the
+    # lifecycle hands the decisions of events past the stored cursor out again (lifecycle rule 8).
+    ordered = sorted(newest.values(), key=lambda e: e.id)
+    applied = lifecycle.apply_events(url, ordered, delivered_through=state["after"]) if newest else []
     for decision in applied:
         if decision.kind != "incremental_sync":
-            new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"data{events[-1].id}")
+            new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"data{decision.event_id}")
             runs += new_runs
             partitions += [p for p in new_partitions if p not in partitions]
             continue
-        event = newest[(decision.connection_id, decision.entity or "")]
         slot = pending.setdefault(decision.connection_id, {"first": now, "last": now, "entities": [], "event": 0})
         slot["last"] = now
-        slot["event"] = max(slot["event"], event.id)
+        slot["event"] = max(slot["event"], decision.event_id)
         if decision.entity not in slot["entities"]:
             slot["entities"].append(decision.entity)
     if events:

@@ -38,7 +38,16 @@ delivery is retried for about 15 minutes while later ones get through). The rule
    got wrong. Newly completed historical batches become "backfill older", with the same
    ``entities_included_to_time_range`` detail a HISTORICAL_UPDATE carries.
 
-Decisions are handed out once: the sensor should act on them in the tick that applied the event.
+8. No decision is lost to a sensor that dies after applying an event but before Dagster stores its
+   run requests (issue 19). The state change must commit before the requests exist (the requests
+   are computed from it), and Dagster stores a tick's run requests with its cursor, atomically, only
+   when the evaluation returns. So a caller that reads the inbox from a cursor passes that cursor as
+   ``delivered_through``: the decisions of each event it applies are kept with the state (in the
+   same transaction) until a later call's ``delivered_through`` has passed the event; meanwhile a
+   replay of the event (the next tick re-reads from the old cursor) hands them out again, with their
+   ``event_id``, from which the sensor derives its run keys, so a decision whose runs were already
+   stored launches nothing twice.
+
 What the machine remembers beyond the state lives in ``rutter.connections.details['lifecycle']``.
 """
 
@@ -84,6 +93,13 @@ class Decision:
     connection_id: str
     entity: str | None = None  # for incremental_sync
     detail: dict = field(default_factory=dict)  # e.g. HISTORICAL_UPDATE's entities_included_to_time_range
+    event_id: int = 0  # the inbox event that caused it (0 for a status poll): the sensors' run keys
+    seq: int = 0  # its place among that event's decisions
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """Identifies the decision across replays (a replayed event hands out the same decisions)."""
+        return self.connection_id, self.event_id, self.seq
 
 
 SignalKind = Literal["initial", "historical", "needs_update", "disabled", "updated", "data"]
@@ -113,11 +129,15 @@ class Memory:
     batches_completed: int = 0  # historical batches a status poll showed completed
     history_months: int = 0  # the furthest xMonthsAgo a HISTORICAL_UPDATE announced so far
     ready_on: str | None = None  # ISO day the initial sync finished (INITIAL_UPDATE received)
+    # Decisions of applied events a sensor may not have turned into stored run requests yet (rule 8):
+    # {"event", "class", "seq", "kind", "entity", "detail"} each, until the sensor's cursor passes "event".
+    undelivered: tuple[dict, ...] = ()
 
     @classmethod
     def load(cls, state: str, details: dict[str, Any]) -> Memory:
         raw = dict(details.get("lifecycle") or {})
         raw["deferred_older"] = tuple(raw.get("deferred_older") or ())
+        raw["undelivered"] = tuple(raw.get("undelivered") or ())
         memory = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
         if state == "ready":  # registered ready by hand (connections add): loaded like any other
             memory = replace(memory, initial_done=True, history_requested=True)
@@ -126,6 +146,7 @@ class Memory:
     def dump(self) -> dict[str, Any]:
         out = asdict(self)
         out["deferred_older"] = list(self.deferred_older)
+        out["undelivered"] = list(self.undelivered)
         return out
 
 
@@ -314,39 +335,90 @@ def completed_batches(status: dict[str, Any]) -> int:
 # -- applying signals to the registry ------------------------------------------------------------------
 
 
-def apply_event(url: str, event: WebhookEvent, *, reorder_window: timedelta = REORDER_WINDOW) -> list[Decision]:
+def apply_event(
+    url: str,
+    event: WebhookEvent,
+    *,
+    reorder_window: timedelta = REORDER_WINDOW,
+    delivered_through: int | None = None,
+) -> list[Decision]:
     """Apply one inbox event in one transaction (state, memory, history); return its decisions."""
-    return apply_events(url, [event], reorder_window=reorder_window)
+    return apply_events(url, [event], reorder_window=reorder_window, delivered_through=delivered_through)
 
 
 def apply_events(
-    url: str, events: Iterable[WebhookEvent], *, reorder_window: timedelta = REORDER_WINDOW
+    url: str,
+    events: Iterable[WebhookEvent],
+    *,
+    reorder_window: timedelta = REORDER_WINDOW,
+    delivered_through: int | None = None,
 ) -> list[Decision]:
-    """:func:`apply_event` for each event in order, over one database connection (a transaction each)."""
+    """:func:`apply_event` for each event in order, over one database connection (a transaction each).
+
+    ``delivered_through``: the inbox cursor the caller's last *stored* result reached (rule 8). When
+    given, decisions are kept until a call's cursor passes their event, and each event handed in
+    also hands out again the kept decisions of its connection's events of its class after that
+    cursor, up to it (an earlier call's, whose result was never stored), each once per call. Without
+    it, decisions are handed out once and not kept (callers that act on them synchronously).
+    """
     decisions: list[Decision] = []
+    seen: set[tuple[str, int, int]] = set()
     with psycopg.connect(psycopg_url(url), row_factory=dict_row) as conn:
         for event in events:
-            decisions += _apply_event(conn, event, reorder_window)
+            for decision in _apply_event(conn, event, reorder_window, delivered_through):
+                if decision.key not in seen:
+                    seen.add(decision.key)
+                    decisions.append(decision)
     return decisions
 
 
-def _apply_event(conn: psycopg.Connection[Any], event: WebhookEvent, reorder_window: timedelta) -> list[Decision]:
+def _apply_event(
+    conn: psycopg.Connection[Any], event: WebhookEvent, reorder_window: timedelta, delivered_through: int | None
+) -> list[Decision]:
     signal = event_signal(event)
     if signal is None or not event.connection_id:
         return []
     counter = "last_data_event" if signal.kind == "data" else "last_connection_event"
+    klass = "data" if signal.kind == "data" else "connection"
     with conn.transaction():
         locked = _lock(conn, event.connection_id)
         if locked is None:
             log.warning("%s webhook for unregistered connection %s ignored", event.code, event.connection_id)
             return []
         state, memory = locked
+        # Kept decisions of this class past the caller's cursor and not after this event: a replay.
+        again = (
+            [
+                Decision(
+                    d["kind"], event.connection_id, d.get("entity"), dict(d.get("detail") or {}), d["event"], d["seq"]
+                )
+                for d in memory.undelivered
+                if d["class"] == klass and delivered_through < d["event"] <= event.id
+            ]
+            if delivered_through is not None
+            else []
+        )
         if getattr(memory, counter) >= event.id:
-            return []  # applied before (rule 1)
+            return again  # applied before (rule 1): only what an earlier tick did not deliver
         memory = replace(memory, **{counter: event.id})
         new_state, memory, decided = step(state, memory, signal, reorder_window)
+        made = _decisions(event.connection_id, decided, signal.entity, event.id)
+        if delivered_through is not None:
+            kept = [d for d in memory.undelivered if d["class"] != klass or d["event"] > delivered_through]
+            kept += [
+                {
+                    "event": event.id,
+                    "class": klass,
+                    "seq": d.seq,
+                    "kind": d.kind,
+                    "entity": d.entity,
+                    "detail": d.detail,
+                }
+                for d in made
+            ]
+            memory = replace(memory, undelivered=tuple(kept))
         _save(conn, event.connection_id, state, new_state, memory, f"{event.code} (webhook event {event.id})")
-    return _decisions(event.connection_id, decided, signal.entity)
+    return again + made
 
 
 def _status_step(state: str, memory: Memory, status: dict[str, Any]) -> tuple[str, Memory, list[tuple[str, dict]]]:
@@ -423,8 +495,10 @@ def _save(
         log.info("connection %s: %s -> %s (%s)", connection_id, before, after, cause)
 
 
-def _decisions(connection_id: str, decided: list[tuple[str, dict]], entity: str | None) -> list[Decision]:
+def _decisions(
+    connection_id: str, decided: list[tuple[str, dict]], entity: str | None, event_id: int = 0
+) -> list[Decision]:
     return [
-        Decision(kind, connection_id, entity if kind == "incremental_sync" else None, dict(detail))
-        for kind, detail in decided
+        Decision(kind, connection_id, entity if kind == "incremental_sync" else None, dict(detail), event_id, seq)
+        for seq, (kind, detail) in enumerate(decided)
     ]

@@ -132,6 +132,40 @@ def test_initial_update_readies_a_pending_connection_once(warehouse: str, inbox:
     ]
 
 
+def test_a_replayed_event_hands_out_its_undelivered_decisions_again(warehouse: str, inbox: Inbox) -> None:
+    """Rule 8: a sensor that died after applying events replays them from its stored cursor."""
+    cursor = 0  # the sensor's stored cursor (the inbox id its last stored tick reached)
+    initial, older = (
+        inbox.event("INITIAL_UPDATE"),
+        inbox.event("HISTORICAL_UPDATE", entities_included_to_time_range=RANGES),
+    )
+    first = apply_events(warehouse, [initial, older], delivered_through=cursor)
+    assert [(d.kind, d.event_id, d.seq) for d in first] == [
+        ("add_partition", initial.id, 0),
+        ("backfill_history", initial.id, 1),
+        ("backfill_older", older.id, 0),
+    ]
+    # The tick died before Dagster stored its result: the next one reads from the same cursor.
+    assert apply_events(warehouse, [initial, older], delivered_through=cursor) == first
+    # Read one event at a time (the lifecycle sensor's way), each decision still comes back.
+    again = [d for e in (initial, older) for d in apply_event(warehouse, e, delivered_through=cursor)]
+    assert {d.key for d in again} == {d.key for d in first}
+    # Data events are another sensor's: they hand out only data decisions.
+    data = inbox.event("ORDER_CREATED")
+    assert kinds(apply_event(warehouse, data, delivered_through=cursor)) == [
+        ("incremental_sync", "orders", {"code": "ORDER_CREATED"})
+    ]
+    # Once a tick's result is stored, its cursor passes the events: nothing is handed out twice.
+    assert apply_events(warehouse, [initial, older], delivered_through=older.id) == []
+    pause = inbox.event("CONNECTION_NEEDS_UPDATE")
+    assert kinds(apply_event(warehouse, pause, delivered_through=older.id)) == [
+        ("pause", None, {"state": "needs_update"})
+    ]
+    kept = ConnectionRegistry(warehouse).get("c1").details["lifecycle"]["undelivered"]
+    assert sorted((d["event"], d["class"]) for d in kept) == [(data.id, "data"), (pause.id, "connection")]
+    assert state(warehouse) == "needs_update"
+
+
 def test_historical_update_backfills_the_older_range(warehouse: str, inbox: Inbox) -> None:
     inbox.apply("INITIAL_UPDATE")
     ready_on = datetime.now(UTC).date().isoformat()
