@@ -9,10 +9,11 @@ Rutter's webhooks carry no event id and no timestamp, may arrive twice and out o
 delivery is retried for about 15 minutes while later ones get through). The rules, and why:
 
 1. Idempotent. Identical bodies are one inbox row already. Applying the same inbox event twice
-   changes nothing and yields no decision: per connection, the machine remembers the last event id
-   it applied, separately for connection events and data events (two sensors may read those
-   classes at different paces, each in id order). Re-stating a fact (INITIAL_UPDATE when ready,
-   NEEDS_UPDATE when already needs_update, a status poll that shows nothing new) is a no-op too.
+   changes nothing and yields no new decision (a caller's replay gets the kept ones, rule 8): per
+   connection, the machine remembers the last event id it applied, separately for connection
+   events and data events (two sensors may read those classes at different paces, each in id order).
+   Re-stating a fact (INITIAL_UPDATE when ready, NEEDS_UPDATE when already needs_update, a status
+   poll that shows nothing new) is a no-op too.
 2. INITIAL_UPDATE (or HISTORICAL_UPDATE, or any data event: Rutter only sends those once the
    initial sync is done) moves ``pending`` to ``ready``: add the partition, backfill the history.
    Arriving after the connection became ready it is a no-op. Arriving while paused it only notes
