@@ -49,7 +49,14 @@ def iterate(context) -> None:
 
 def code_servers() -> list[psutil.Process]:
     """The ``dagster api grpc`` processes this test process started (the workspace's code server)."""
-    return [p for p in psutil.Process().children(recursive=True) if "grpc" in " ".join(p.cmdline())]
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "grpc" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # a child that ended meanwhile (or a zombie): not a code server to kill
+            continue
+    return found
 
 
 @contextmanager
