@@ -207,7 +207,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
                 if m.asset_key == landing_key(ORDERS)
             ]
             if landing_meta:
-                result["api_calls"] = int(landing_meta[0]["api_calls"].value)
+                result["api_calls"] = int(landing_meta[0]["range/api_calls"].value)  # the run's total
     finally:
         drop_database(job["pg_url"], dagster_db)
     with psycopg.connect(job["pg_url"]) as conn:

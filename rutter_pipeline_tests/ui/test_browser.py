@@ -216,7 +216,13 @@ def check_connections(page, stack: Stack) -> None:
     merchants' names, which may be after the backfills: the page is reloaded until it shows them."""
     from playwright.sync_api import expect
 
+    # The platform_tag_sensor learns a webhook-registered merchant's platform at its first run, on
+    # its own interval: on a loaded machine that can come after the backfills this test waited for.
+    deadline = time.monotonic() + 180
     platforms = registry(stack.warehouse)
+    while None in platforms.values() and time.monotonic() < deadline:
+        time.sleep(2)
+        platforms = registry(stack.warehouse)
     assert set(platforms.values()) == set(DEMO_PLATFORMS[:CONNECTIONS]), platforms
     rows = {cid: page.locator("tr").filter(has_text=cid).filter(has_text=str(p)) for cid, p in platforms.items()}
     page.goto(f"{stack.ui}/assets/connections")
