@@ -32,6 +32,7 @@ import pytest
 
 from rutter_pipeline.defs.batches import daily_run_config
 from rutter_pipeline.entities import ORDERS
+from rutter_pipeline.rutter.limiter import close_shared_limiters
 from rutter_pipeline_tests.fixtures.cli import Cli
 from rutter_pipeline_tests.fixtures.merge_kill import line_items_locked, poll
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
@@ -76,6 +77,9 @@ def kill(proc: subprocess.Popen) -> None:
 
 def backends_gone(url: str) -> None:
     """Wait until PostgreSQL has ended the killed run's sessions (and rolled their transactions back)."""
+    # The test's own in-process runs share the org's rate limit through this database: their idle
+    # pooled sessions are not the killed run's, so they are closed first, not waited for.
+    close_shared_limiters()
     with psycopg.connect(url, autocommit=True) as watcher:
         poll(
             "the killed run's sessions to end",
