@@ -1,7 +1,7 @@
-"""The ``rutter-pipeline`` command (DESIGN §4.2, a public contract).
+"""The ``rutter-pipeline`` command (docs/architecture.md §4.2, a public contract).
 
 This module only parses arguments; each sub-command's work lives with the component it drives
-(``sandbox/cli.py``, ``warehouse/cli.py``, ``webhooks/cli.py``, ``devstack.py``), imported on demand so
+(``sandbox/cli.py``, ``warehouse/cli_db.py``, ``webhooks/cli.py``, ``devstack.py``), imported on demand so
 that ``rutter-pipeline sandbox`` does not load Dagster.
 """
 

@@ -1,4 +1,4 @@
-"""Incremental sync of one (connection, entity) by ``updated_at`` (DESIGN §5.5). No Dagster.
+"""Incremental sync of one (connection, entity) by ``updated_at`` (docs/architecture.md §5.5). No Dagster.
 
 Fetch ``updated_at_min = watermark - lag``, validate, upsert (newer ``updated_at`` wins), and advance
 the watermark only after the upsert committed. The lag re-reads a window before the watermark so a

@@ -1,4 +1,4 @@
-"""Configuration read from the environment (DESIGN §4.1, a public contract).
+"""Configuration read from the environment (docs/architecture.md §4.1, a public contract).
 
 One frozen object so that every component sees the same values and tests can build their own
 without touching ``os.environ``. Secrets are kept out of ``repr`` so that a settings object can be
@@ -17,7 +17,7 @@ DEFAULT_API_VERSION = "2023-03-14"
 
 
 def default_history_start(today: date | None = None) -> date:
-    """Two years before today, on the 1st of that month (DESIGN §4.1)."""
+    """Two years before today, on the 1st of that month (docs/architecture.md §4.1)."""
     today = today or date.today()
     return date(today.year - 2, today.month, 1)
 
@@ -75,7 +75,7 @@ def _currency_env(env: dict[str, str], name: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Values of the environment variables of DESIGN §4.1."""
+    """Values of the environment variables of docs/architecture.md §4.1."""
 
     base_url: str = DEFAULT_BASE_URL
     client_id: str | None = None
@@ -95,7 +95,7 @@ class Settings:
     rate_limit_bulk_share: float = 0.7
     rate_limit_connection_share: float = 0.5
     incremental_lag_minutes: int = 15
-    # Share of a partition's records that may be rejected before its schema check fails (DESIGN §5.2).
+    # Share of a UTC day's records that may be rejected before the day is held (docs/architecture.md §5.2).
     reject_tolerance: float = 0.0
     # Connections a range merge uses at once (Loader.merge): 1 makes every range merge one transaction.
     merge_workers: int = 2

@@ -29,7 +29,7 @@ def event_batch_size() -> str:
 
 
 def psycopg2_url(url: str) -> str:
-    """Dagster's storage must use psycopg2 (DESIGN §6): rewrite a plain postgresql:// URL."""
+    """Dagster's storage must use psycopg2 (docs/architecture.md §6): rewrite a plain postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix) :]

@@ -34,7 +34,7 @@ COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 MERCHANT_HEALTH = dg.AssetKey(["marts", "merchant_health"])
 
 # Refresh when the orders it reads change, but never on top of a partition whose schema check failed
-# (blocking checks gate only the same run; a later automation run must ask for it: DESIGN §6).
+# (blocking checks gate only the same run; a later automation run must ask for it: docs/architecture.md §6).
 # eager() alone only looks at the latest day; history backfills and late updates touch older days.
 MART_AUTOMATION = (
     dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())

@@ -1,4 +1,4 @@
-"""Resources: the Rutter client and the warehouse, configured from the environment (DESIGN §4.1).
+"""Resources: the Rutter client and the warehouse, configured from the environment (docs/architecture.md §4.1).
 
 Secrets stay out of run config: the org credentials are ``EnvVar``s (Dagster shows the variable's
 name, never its value), the warehouse URL is read from the environment when the run starts, and

@@ -98,7 +98,7 @@ class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
 
 
 def instance_storage_config(postgres_url: str) -> dict[str, Any]:
-    """The storage part of ``dagster.yaml`` for a Dagster database URL (psycopg2 driver, DESIGN §6)."""
+    """The storage part of ``dagster.yaml`` for a Dagster database URL (psycopg2 driver, docs/architecture.md §6)."""
     config = {"postgres_url": postgres_url}
     return {
         "run_storage": {"module": __name__, "class": PooledPostgresRunStorage.__name__, "config": config},

@@ -1,4 +1,4 @@
-"""How a ``RutterClient`` is configured: the DESIGN §4.1 settings plus transport knobs.
+"""How a ``RutterClient`` is configured: the docs/architecture.md §4.1 settings plus transport knobs.
 
 The settings (environment) decide what operators tune; the other fields (timeouts, retry budget,
 backoff) have production defaults and exist so tests and benchmarks can shrink them instead of

@@ -1,4 +1,4 @@
-"""``rutter-pipeline sandbox``: run the local Rutter simulator alone (DESIGN §4.2).
+"""``rutter-pipeline sandbox``: run the local Rutter simulator alone (docs/architecture.md §4.2).
 
 Prints the base URL and each connection's id and access token at start (the sandbox's tokens are
 made-up credentials for a local simulator, printed so a developer can paste them), then serves

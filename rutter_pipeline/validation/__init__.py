@@ -1,4 +1,4 @@
-"""Validation of Rutter records with pandera models generated from the entity table (DESIGN §5.2).
+"""Validation of Rutter records with pandera models generated from the entity table (docs/architecture.md §5.2).
 
 No Dagster here: the landing asset calls ``validate_records`` on each page before anything is loaded,
 lands ``report.valid``, writes ``report.rejects`` to ``rutter.rejects`` and turns ``report.passed``,

@@ -1,6 +1,6 @@
 """pandera ``DataFrameModel`` classes generated from the entity table, one per entity and per child table.
 
-The models are built by one function from ``Column`` rows (DESIGN §3: a new entity is a new row in
+The models are built by one function from ``Column`` rows (docs/architecture.md §3: a new entity is a new row in
 ``entities.py``, not a new class), so their rules cannot drift from the warehouse types:
 
 - ``numeric`` -> ``float64`` (JSON numbers; ``NaN`` is null),

@@ -63,7 +63,7 @@ class FieldStats:
         )
 
     def failure(self, path: str) -> dict | None:
-        """The schema-level failure these tallies show (DESIGN §5.2), if any."""
+        """The schema-level failure these tallies show (docs/architecture.md §5.2), if any."""
         if self.required and self.rows and self.absent == self.rows:
             detail = f"required field absent from all {self.rows} objects that should carry it"
             return {"field": path, "kind": "missing", "detail": detail, "count": self.rows}

@@ -1,4 +1,4 @@
-"""``rutter-pipeline db migrate``: create or upgrade the warehouse schema (DESIGN §4.2).
+"""``rutter-pipeline db migrate``: create or upgrade the warehouse schema (docs/architecture.md §4.2).
 
 The URL is ``WAREHOUSE_URL``, or the ``rutter_warehouse`` database on the embedded server.
 """

@@ -1,4 +1,4 @@
-"""Where each entity lives in the warehouse and how its rows are keyed (DESIGN §4.4).
+"""Where each entity lives in the warehouse and how its rows are keyed (docs/architecture.md §4.4).
 
 These rules turn an :class:`~rutter_pipeline.entities.EntitySpec` into table names, key columns
 and indexes. The DDL generator, the loader and the read-back all use them, so a new entity in

@@ -1,4 +1,4 @@
-"""Landing (COPY) and merging (set-based SQL) of Rutter records: DESIGN §5.3 and §5.5.
+"""Landing (COPY) and merging (set-based SQL) of Rutter records: docs/architecture.md §5.3 and §5.5.
 
 ``land`` streams pages into ``landing.<entity>`` with COPY, replacing the partition's previous
 landing in one transaction, so memory stays flat however big the day. ``merge`` then moves a
@@ -388,7 +388,7 @@ class Loader:
         A longer range merges its chunks on up to ``self.merge_workers`` connections at once, each
         chunk its own transaction: the merge is PostgreSQL-bound while the run's Python waits, so a
         second backend uses the second core. A crash then leaves every *day* before or after its
-        merge, never between (DESIGN §5.3 is per partition), and a re-run completes the range
+        merge, never between (docs/architecture.md §5.3), and a re-run completes the range
         idempotently. Meanwhile a coordinating transaction holds the entity lock and the landing's
         ``FOR SHARE`` locks, so no other merge, upsert or lander of these days interleaves.
 

@@ -1,4 +1,4 @@
-"""Which daily partition a record belongs to (DESIGN §4.3): the UTC day of its partition field.
+"""Which daily partition a record belongs to (docs/architecture.md §4.3): the UTC day of its partition field.
 
 The loader computes this in Python while it streams pages into the landing table, so the landing
 rows carry their day and a record from outside the range being landed is caught at the door.

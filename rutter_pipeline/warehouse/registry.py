@@ -1,6 +1,6 @@
 """The connection registry: which merchants we ingest, their access tokens and lifecycle state.
 
-``rutter.connections`` is the only place access tokens live (DESIGN §4.4): Dagster sees
+``rutter.connections`` is the only place access tokens live (docs/architecture.md §4.4): Dagster sees
 connection ids only, and asks here for the token at run time. They are stored encrypted
 (``warehouse.tokens``: Fernet, key in ``RUTTER_TOKEN_KEY``); this module encrypts on every write and
 decrypts on every read, so nothing else handles ciphertext. Every state change is recorded in

@@ -1,4 +1,4 @@
-"""Incremental-sync watermarks (DESIGN §5.5): per connection and entity, the newest ``updated_at`` loaded.
+"""Incremental-sync watermarks (docs/architecture.md §5.5): per connection and entity, the newest ``updated_at`` loaded.
 
 The caller advances a watermark only after the upsert that loaded the records has committed, so a
 crash between the two re-reads a little (the upsert is idempotent) and never skips anything.

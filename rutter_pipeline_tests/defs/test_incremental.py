@@ -1,4 +1,4 @@
-"""Incremental sync (DESIGN §5.5) through incremental_sync_job, against the sandbox and PostgreSQL."""
+"""Incremental sync (docs/architecture.md §5.5) through incremental_sync_job, against the sandbox and PostgreSQL."""
 
 from datetime import timedelta
 

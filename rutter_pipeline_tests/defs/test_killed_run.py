@@ -1,5 +1,5 @@
 """A Dagster run SIGKILLed in the middle of its merge leaves the warehouse as it was; a re-run
-completes it exactly (DESIGN §5.3)."""
+completes it exactly (docs/architecture.md §5.3)."""
 
 import os
 import signal

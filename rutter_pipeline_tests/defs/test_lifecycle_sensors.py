@@ -1,4 +1,4 @@
-"""Connection lifecycle through the real daemon code path (DESIGN §5.4).
+"""Connection lifecycle through the real daemon code path (docs/architecture.md §5.4).
 
 The sandbox POSTs signed webhooks to the real receiver, which fills the inbox; sensor iterations run
 as ``dagster-daemon`` runs them (a code server subprocess, an instance on PostgreSQL storage), and the

@@ -1,4 +1,4 @@
-"""The blocking <entity>_schema check gates the warehouse (DESIGN §5.2)."""
+"""The blocking <entity>_schema check gates the warehouse (docs/architecture.md §5.2)."""
 
 from datetime import timedelta
 

@@ -1,5 +1,5 @@
 """Bad data from Rutter, through the real pipeline: every odd record goes where the design says
-(DESIGN §5.2) - a typed column, ``extra``, or ``rutter.rejects`` with a reason naming the field and
+(docs/architecture.md §5.2) - a typed column, ``extra``, or ``rutter.rejects`` with a reason naming the field and
 the check - the check result says so, and the rest of the day equals the ground truth.
 
 The sandbox serves the day's records changed (``set_field`` mutations), so its ground truth is

@@ -1,4 +1,4 @@
-"""Building a client from the environment's settings (DESIGN §4.1) or explicit fields."""
+"""Building a client from the environment's settings (docs/architecture.md §4.1) or explicit fields."""
 
 from __future__ import annotations
 

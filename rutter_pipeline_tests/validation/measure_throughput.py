@@ -1,4 +1,4 @@
-"""Measure how fast ``validate_records`` checks realistic orders (DESIGN §8: figures, not guesses).
+"""Measure how fast ``validate_records`` checks realistic orders (docs/architecture.md §8: figures, not guesses).
 
     .venv/bin/python -m rutter_pipeline_tests.validation.measure_throughput [--orders 50000] [--page 500 5000]
 

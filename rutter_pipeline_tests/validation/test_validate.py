@@ -1,4 +1,4 @@
-"""validate_records: row-level rejects, schema-level failures, drift and tolerance (DESIGN §5.2)."""
+"""validate_records: row-level rejects, schema-level failures, drift and tolerance (docs/architecture.md §5.2)."""
 
 from __future__ import annotations
 

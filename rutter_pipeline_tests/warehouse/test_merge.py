@@ -1,4 +1,5 @@
-"""Merge semantics (DESIGN §5.3): idempotent, newer wins, deletes what Rutter dropped, gated by validation."""
+"""Merge semantics (docs/architecture.md §5.3): idempotent, newer wins, deletes what Rutter dropped, gated
+by validation."""
 
 from __future__ import annotations
 

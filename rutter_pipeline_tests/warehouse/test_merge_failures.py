@@ -1,4 +1,4 @@
-"""A failed merge leaves ``rutter.*`` exactly as before, and re-running it completes it (DESIGN §5.3)."""
+"""A failed merge leaves ``rutter.*`` exactly as before, and re-running it completes it (docs/architecture.md §5.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The schema: migrations apply once, are recorded, and produce every table, key and index of DESIGN §4.4."""
+"""The schema: migrations apply once, are recorded, and produce every table, key and index of
+docs/architecture.md §4.4."""
 
 from __future__ import annotations
 

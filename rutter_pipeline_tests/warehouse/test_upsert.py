@@ -1,4 +1,5 @@
-"""Incremental upserts (DESIGN §5.5): newer wins, children replaced, nothing deleted, changed days reported."""
+"""Incremental upserts (docs/architecture.md §5.5): newer wins, children replaced, nothing deleted,
+changed days reported."""
 
 from __future__ import annotations
 
