@@ -3,7 +3,7 @@
 A first load writes a range's rows straight into ``rutter.orders`` and its line items; a re-run
 of the range right after it (the documented recovery step) goes through the staged merge, whose
 delete steps are planned on the tables' statistics. Autovacuum analyzes them only later, so without
-``Loader._analyze_if_changed`` the re-run plans on statistics of the empty tables. This lands and
+``merge.analyze_if_changed`` the re-run plans on statistics of the empty tables. This lands and
 merges ``--orders`` synthetic orders over ``--days`` days in a fresh database, then lands and
 merges the same range again at once, and prints both merges' wall times.
 
@@ -24,7 +24,7 @@ from datetime import date, timedelta
 import psycopg
 
 from rutter_pipeline.entities import ORDERS
-from rutter_pipeline.warehouse import loader as loader_module
+from rutter_pipeline.warehouse import merge as merge_module
 from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import migrate
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--no-analyze", action="store_true")
     args = parser.parse_args()
     if args.no_analyze:
-        loader_module.ANALYZE_MIN_ROWS = 10**12
+        merge_module.ANALYZE_MIN_ROWS = 10**12
     records = Records(seed=5)
     days = [START + timedelta(days=i) for i in range(args.days)]
     batch = [records.order(days[i % args.days]) for i in range(args.orders)]

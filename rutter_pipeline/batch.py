@@ -24,9 +24,10 @@ from rutter_pipeline.ingest import Scope, land_scope
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.rutter.redact import redact
 from rutter_pipeline.validation import ValidationReport
-from rutter_pipeline.warehouse import load_log
+from rutter_pipeline.warehouse import load_log, marts
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.warehouse.session import transaction
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def load_days(
                 stats = loader.merge(spec, connection_id, start, end, run_id, skip_held=True)
                 item.written = stats.written
                 if spec is ORDERS:
-                    loader.refresh_daily_sales(connection_id, start, end)
+                    _refresh_daily_sales(loader, connection_id, start, end)
             item.status = LOADED if outcome.passed else HELD
             if not outcome.passed:
                 reasons = sorted(set(outcome.held.values()))
@@ -192,15 +193,16 @@ def sync_connection(
         result.entities.append(item)
         try:
             outcome = sync_entity(
-                client, loader, spec, connection_id, token, run_id, lag_minutes=lag_minutes, tolerance=tolerance
-            )
+                client, loader, spec, connection_id, token, run_id,
+                warehouse_url=loader.url, lag_minutes=lag_minutes, tolerance=tolerance,
+            )  # fmt: skip
             item.records, item.rejected, item.written = outcome.records, outcome.rejected, outcome.upserted
             item.changed_days = outcome.changed_days
             item.report = outcome.report
             item.status = SKIPPED if outcome.skipped else LOADED
             item.error = outcome.skipped
             if spec is ORDERS and outcome.changed_days:
-                loader.refresh_daily_sales(connection_id, min(outcome.changed_days), max(outcome.changed_days))
+                _refresh_daily_sales(loader, connection_id, min(outcome.changed_days), max(outcome.changed_days))
         except SyncRejected as exc:
             item.status, item.error, item.report = HELD, _error_text(exc), exc.outcome.report
             item.records, item.rejected = exc.outcome.records, exc.outcome.rejected
@@ -208,6 +210,11 @@ def sync_connection(
             item.status, item.error = FAILED, _error_text(exc)
             log.warning("%s sync of %s failed: %s", spec.name, connection_id, item.error)
     return result
+
+
+def _refresh_daily_sales(loader: Loader, connection_id: str, start: date, end: date) -> None:
+    with transaction(loader.url) as conn:
+        marts.refresh_daily_sales(conn, connection_id, start, end)
 
 
 def _day_list(days: Sequence[date]) -> str:

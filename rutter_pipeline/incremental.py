@@ -12,14 +12,13 @@ loads the data first, and the first sync starts from the newest ``updated_at`` i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from rutter_pipeline.entities import EntitySpec
-from rutter_pipeline.ingest import VALIDATION_CHUNK, nul_errors, reject_day
+from rutter_pipeline.ingest import ValidatedStream
 from rutter_pipeline.rutter.client import RutterClient
-from rutter_pipeline.validation import Reject, ValidationReport, validate_records
+from rutter_pipeline.validation import ValidationReport
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
@@ -65,66 +64,50 @@ def sync_entity(
     access_token: str,
     run_id: str,
     *,
+    warehouse_url: str,
     lag_minutes: int,
     tolerance: float = 0.0,
 ) -> SyncOutcome:
-    """One ``updated_at_min`` sync; returns what changed. Raises on fetch errors (nothing is advanced)."""
+    """One ``updated_at_min`` sync; returns what changed. Raises on fetch errors (nothing is advanced).
+
+    The valid records are COPYed as they are validated; when the sync's records fail validation
+    (a schema change, or rejects beyond the tolerance) the upsert is rolled back, the rejects are
+    stored and :class:`SyncRejected` says why. The watermark is read from and advanced in
+    ``warehouse_url``'s ``rutter.sync_state``.
+    """
     started = time.monotonic()
     outcome = SyncOutcome(spec.name, connection_id)
-    # Set by the connection's first merge (Loader.merge), then advanced by each sync. Not the newest
+    # Set by the connection's first merge (warehouse.merge), then advanced by each sync. Not the newest
     # row loaded: a later partial load (a reconnect's gap) holds rows newer than the changes it missed.
-    watermark = get_watermark(loader.url, connection_id, spec.name)
+    watermark = get_watermark(warehouse_url, connection_id, spec.name)
     if watermark is None:
         outcome.skipped = "nothing loaded yet for this connection: the history backfill comes first"
         return outcome
     outcome.since = watermark - timedelta(minutes=lag_minutes)
     newest = watermark
-    rejects: list[tuple[date | None, dict, list[dict]]] = []
-
-    def valid_records() -> Iterator[dict]:
-        nonlocal newest
-        batch: list[dict] = []
-
-        def check(batch: list[dict]) -> list[dict]:
-            report = validate_records(spec, batch, tolerance=tolerance)
-            slim = replace(report, valid=[])
-            outcome.report = slim if outcome.report is None else outcome.report.merge(slim)
-            rejects.extend((reject_day(spec, r.record), r.record, r.errors) for r in report.rejects)
-            return report.valid
-
-        for page in client.iter_updated(spec, access_token, _ms(outcome.since)):
-            outcome.pages += 1
-            outcome.records += len(page.records)
-            for record in page.records:
-                seen = _parse(record.get("updated_at")) if isinstance(record, dict) else None
-                if seen and seen > newest:
-                    newest = seen
-            batch.extend(page.records)
-            if len(batch) >= VALIDATION_CHUNK:
-                yield from check(batch)
-                batch = []
-        if batch:
-            yield from check(batch)
-        if outcome.report is not None and not outcome.report.passed:
-            # Raised inside the upsert's COPY: its transaction rolls back and nothing is loaded.
-            raise SyncRejected(outcome)
-
-    def unstorable(record: dict, paths: list[str]) -> None:
-        # A NUL the warehouse cannot store: a reject like a malformed record, weighed by the gate.
-        errors = nul_errors(paths)
-        rejects.append((reject_day(spec, record), record, errors))
-        extra = ValidationReport(spec.name, 0, [], [Reject(record, errors)], [], [], tolerance=tolerance)
-        outcome.report = extra if outcome.report is None else outcome.report.merge(extra)
-
+    stream = ValidatedStream(spec, tolerance)
     try:
-        stats = loader.upsert(spec, connection_id, valid_records(), run_id, unstorable=unstorable)
+        with loader.upserting(spec, connection_id, run_id) as writer:
+            for page in client.iter_updated(spec, access_token, _ms(outcome.since)):
+                for record in page.records:
+                    seen = _parse(record.get("updated_at")) if isinstance(record, dict) else None
+                    if seen and seen > newest:
+                        newest = seen
+                if stream.add(page.records):
+                    stream.refuse(writer.write(stream.validate()))
+            if stream.pending:
+                stream.refuse(writer.write(stream.validate()))
+            stats = writer.finish(stream.passed)  # None: rolled back, nothing loaded
     finally:
-        if rejects:
-            outcome.rejected = loader.write_rejects(spec, connection_id, rejects, run_id)
+        outcome.report, outcome.pages, outcome.records = stream.report, stream.pages, stream.records
+        if stream.rejects:
+            outcome.rejected = loader.write_rejects(spec, connection_id, stream.rejects, run_id)
         outcome.seconds = time.monotonic() - started
+    if stats is None:
+        raise SyncRejected(outcome)
     outcome.upserted = stats.inserted + stats.updated
     outcome.changed_days = stats.changed_partitions
-    outcome.watermark = set_watermark(loader.url, connection_id, spec.name, newest)
+    outcome.watermark = set_watermark(warehouse_url, connection_id, spec.name, newest)
     return outcome
 
 

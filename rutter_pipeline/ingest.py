@@ -2,8 +2,9 @@
 
 This is the work behind the ``landing/<entity>`` and ``warehouse/<entity>`` assets, kept out of
 ``defs/`` so it can be tested and benchmarked without an orchestrator and reused by other
-orchestrators. Records move page by page: the client yields a page, validation checks it, the
-loader COPYs its valid records, and the page is dropped, so memory stays flat however big the scope.
+orchestrators. Records move page by page: the client yields a page, validation checks it (in chunks,
+``ValidatedStream``, shared with the incremental sync), the landing COPYs its valid records, and the
+page is dropped, so memory stays flat however big the scope.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rutter_pipeline.validation import Reject, ValidationReport, validate_record
 from rutter_pipeline.warehouse.errors import MissingPartitionField
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.partitioning import partition_day
+from rutter_pipeline.warehouse.rejects import Reject as RejectRow
 
 VALIDATION_CHUNK = 5000
 
@@ -111,7 +113,7 @@ NUL_CHECK = "nul_character"
 
 
 def nul_errors(paths: list[str]) -> list[dict]:
-    """A reject's errors for a record holding NUL characters at ``paths`` (see Loader.land)."""
+    """A reject's errors for a record holding NUL characters at ``paths`` (see LandingWriter.write)."""
     return [
         {
             "field": path,
@@ -138,6 +140,63 @@ def day_verdicts(
         if rejected and rejected / total > tolerance:
             held[day] = f"{rejected} of {total} records rejected (tolerance {tolerance})"
     return held
+
+
+class ValidatedStream:
+    """Pages validated in chunks: the slim report, the rejects and the counts of one fetch.
+
+    The caller drives it: ``add`` each page, and when it says a chunk is full, ``validate`` it and
+    write the valid records; after the last page, ``validate`` the rest. Records the warehouse
+    refused to store are handed back with ``refuse``. pandera has a fixed cost per call (~8 ms), so
+    pages are validated in chunks of a few thousand (``VALIDATION_CHUNK``). The report kept merges
+    counts, rejects and drift, not the valid records: those are written and dropped, so memory stays
+    flat however big the scope.
+    """
+
+    def __init__(self, spec: EntitySpec, tolerance: float) -> None:
+        self.spec, self.tolerance = spec, tolerance
+        self.report: ValidationReport | None = None
+        self.rejects: list[RejectRow] = []
+        self.pages = self.records = self.valid = 0
+        self._batch: list[dict] = []
+
+    def add(self, records: Sequence[dict]) -> bool:
+        """Take a page's records; True when a chunk is full and should be validated now."""
+        self.pages += 1
+        self.records += len(records)
+        self._batch.extend(records)
+        return len(self._batch) >= VALIDATION_CHUNK
+
+    @property
+    def pending(self) -> bool:
+        """Records added and not validated yet."""
+        return bool(self._batch)
+
+    def validate(self) -> list[dict]:
+        """Validate the records added since the last call; return the valid ones."""
+        batch, self._batch = self._batch, []
+        report = validate_records(self.spec, batch, tolerance=self.tolerance)
+        self._merge(replace(report, valid=[]))
+        self.rejects.extend((reject_day(self.spec, r.record), r.record, r.errors) for r in report.rejects)
+        self.valid += len(report.valid)
+        return report.valid
+
+    def refuse(self, unstorable: Sequence[tuple[dict, list[str]]]) -> None:
+        """Reject valid records the warehouse cannot store (a NUL character), weighed by the gate."""
+        for record, paths in unstorable:
+            errors = nul_errors(paths)
+            self.rejects.append((reject_day(self.spec, record), record, errors))
+            # Counted in the report (its total has the record already) so that the gate weighs it.
+            extra = ValidationReport(self.spec.name, 0, [], [Reject(record, errors)], [], [], tolerance=self.tolerance)
+            self._merge(extra)
+            self.valid -= 1
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or self.report.passed
+
+    def _merge(self, report: ValidationReport) -> None:
+        self.report = report if self.report is None else self.report.merge(report)
 
 
 @dataclass
@@ -185,85 +244,54 @@ def land_scope(
     The landing is replaced for the whole scope in one transaction and each day flagged with its
     verdict (``day_verdicts``), so the merge refuses, or with ``skip_held`` leaves out, the days
     that failed. A schema change fails every day of the scope. A record the warehouse cannot store
-    (a NUL character in any string) is rejected with that reason, like a malformed one.
+    (a NUL character in any string) is rejected with that reason, like a malformed one. The COPY
+    overlaps the fetch: each chunk is written as soon as it is validated.
     """
     started = time.monotonic()
     outcome = LandingOutcome(scope=scope)
-    rejects: list[tuple[date | None, dict, list[dict]]] = []
-
-    def unstorable(record: dict, paths: list[str]) -> None:
-        errors = nul_errors(paths)
-        rejects.append((reject_day(spec, record), record, errors))
-        # Counted in the report (its total has the record already) so that the gate weighs it.
-        extra = ValidationReport(spec.name, 0, [], [Reject(record, errors)], [], [], tolerance=tolerance)
-        outcome.report = extra if outcome.report is None else outcome.report.merge(extra)
-        outcome.landed -= 1
-
-    def scope_passed() -> bool:
-        # Whole-scope failures: a schema change, or rejects that belong to no known day beyond the tolerance.
-        report = outcome.report
-        if report is None:
-            return True
-        undated = sum(1 for day, _, _ in rejects if day is None)
-        return not report.schema_failures and (not undated or undated / report.total <= tolerance)
-
-    def held_days(landed_by_day: Mapping[date, int]) -> list[date]:
-        by_day = Counter(day for day, _, _ in rejects if day is not None)
-        outcome.held = day_verdicts(landed_by_day, by_day, tolerance)
-        return list(outcome.held)
-
-    def validate(batch: list[dict]) -> list[dict]:
-        collect_young()  # the previous chunk's validation is garbage by now
-        report = validate_records(spec, batch, tolerance=tolerance)
-        # The merged report keeps counts, rejects and drift, not the valid records: those are
-        # landed and dropped, so memory stays flat however big the scope.
-        slim = replace(report, valid=[])
-        outcome.report = slim if outcome.report is None else outcome.report.merge(slim)
-        for reject in report.rejects:
-            rejects.append((reject_day(spec, reject.record), reject.record, reject.errors))
-        outcome.landed += len(report.valid)
-        return report.valid
-
-    def valid_pages() -> Iterator[Sequence[dict]]:
-        # pandera has a fixed cost per call (~8 ms), so pages are validated in chunks of a few thousand.
-        start_ms, end_ms = scope.window_ms
-        batch: list[dict] = []
-        for page in client.iter_created(spec, access_token, start_ms, end_ms, force_fetch=force_fetch):
-            outcome.pages += 1
-            outcome.records += len(page.records)
-            batch.extend(page.records)
-            if len(batch) >= VALIDATION_CHUNK:
-                yield validate(batch)
-                batch = []
-        if batch:
-            yield validate(batch)
-
-    with _collector_paced() as collect_young:
-        landed = loader.land(
-            spec,
-            scope.connection_id,
-            scope.start,
-            scope.end,
-            valid_pages(),
-            run_id,
-            passed=scope_passed,
-            held=held_days,
-            unstorable=unstorable,
-        )
+    stream = ValidatedStream(spec, tolerance)
+    start_ms, end_ms = scope.window_ms
+    pages = client.iter_created(spec, access_token, start_ms, end_ms, force_fetch=force_fetch)
+    landing = loader.landing(spec, scope.connection_id, scope.start, scope.end, run_id)
+    with _collector_paced() as collect_young, landing as writer:
+        for page in pages:
+            if stream.add(page.records):
+                collect_young()  # the previous chunk's validation is garbage by now
+                stream.refuse(writer.write(stream.validate()))
+        if stream.pending:
+            collect_young()
+            stream.refuse(writer.write(stream.validate()))
+        passed = _scope_passed(stream)
+        if passed:
+            by_day = Counter(day for day, _, _ in stream.rejects if day is not None)
+            outcome.held = day_verdicts(writer.counts, by_day, tolerance)
+        landed = writer.finish(passed, held=outcome.held)
+    outcome.report, outcome.pages, outcome.records, outcome.landed = (
+        stream.report, stream.pages, stream.records, stream.valid,
+    )  # fmt: skip
     if not landed.passed:  # the whole scope failed its gate: every day is held, with the scope's reason
         reason = gate_reason(outcome.report)
         outcome.held = {day: reason for day in landed.per_date}
     # The loader reads each record's day anyway: its counts spare a second pass over the records.
     outcome.records_by_day.update({day.isoformat(): n for day, n in landed.per_date.items() if n})
-    outcome.rejected_by_day.update(day for day, _, _ in rejects if day is not None)
+    outcome.rejected_by_day.update(day for day, _, _ in stream.rejects if day is not None)
     if outcome.report is None:  # no records in the scope: an empty batch passes
         outcome.report = validate_records(spec, [], tolerance=tolerance)
     # Always called: it also clears the scope's rejects of an earlier run that are no longer rejects.
     outcome.rejected = loader.write_rejects(
-        spec, scope.connection_id, rejects, run_id, start=scope.start, end=scope.end
+        spec, scope.connection_id, stream.rejects, run_id, start=scope.start, end=scope.end
     )
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _scope_passed(stream: ValidatedStream) -> bool:
+    """Whole-scope failures: a schema change, or rejects that belong to no known day beyond the tolerance."""
+    report = stream.report
+    if report is None:
+        return True
+    undated = sum(1 for day, _, _ in stream.rejects if day is None)
+    return not report.schema_failures and (not undated or undated / report.total <= stream.tolerance)
 
 
 def gate_reason(report: ValidationReport | None) -> str:

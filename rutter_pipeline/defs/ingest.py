@@ -22,7 +22,7 @@ from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.ingest import LandingOutcome, Scope, land_scope, reject_day
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import load_log
-from rutter_pipeline.warehouse.loader import MergeStats
+from rutter_pipeline.warehouse.results import MergeStats
 
 # Lineage reads at a glance: the landing, warehouse and marts groups are the three stages of the data.
 LANDING_GROUP = "landing"

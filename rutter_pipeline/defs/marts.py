@@ -25,7 +25,7 @@ from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
 from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
-from rutter_pipeline.warehouse import underwriting
+from rutter_pipeline.warehouse import marts, underwriting
 from rutter_pipeline.warehouse.migrations import psycopg_url
 
 DAILY_SALES = dg.AssetKey(["marts", "daily_sales"])
@@ -96,10 +96,11 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         ),
     )
     def daily_sales(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        loader = warehouse.loader()
         rows = 0
-        for scope in run_scopes(context, Settings.from_env()):
-            rows += loader.refresh_daily_sales(scope.connection_id, scope.start, scope.end)
+        with _connect(warehouse) as conn:
+            for scope in run_scopes(context, Settings.from_env()):
+                with conn.transaction():
+                    rows += marts.refresh_daily_sales(conn, scope.connection_id, scope.start, scope.end)
         return dg.MaterializeResult(metadata={"rows": rows})
 
     @dg.asset(

@@ -90,6 +90,10 @@ FROM sales s FULL JOIN cancelled c USING (day, currency)
 
 def refresh_daily_sales(conn: psycopg.Connection, connection_id: str, start: date, end: date) -> int:
     """Replace the connection's ``marts.daily_sales`` rows of ``[start, end]``; return rows written."""
+    if end < start:
+        raise ValueError(f"partition range ends ({end}) before it starts ({start})")
+    # The days are UTC days, as in partitioning.parse_timestamp.
+    conn.execute("SET LOCAL TIME ZONE 'UTC'")
     params = {"connection_id": connection_id, "start": start, "end": end}
     conn.execute(
         "DELETE FROM marts.daily_sales WHERE connection_id = %(connection_id)s AND day BETWEEN %(start)s AND %(end)s",

@@ -14,7 +14,7 @@ transaction against a temporary *stage* table holding one typed row per record k
    range held no rows before the upsert (``range_has_rows``), has nothing to remove and skips them.
 
 A first load has a shorter way: ``insert_landed`` and each child's ``insert_landed`` write the
-landed records straight into the typed tables, with no stage (see Loader._insert_landed).
+landed records straight into the typed tables, with no stage (see merge_chunk.insert_landed).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ChildStatements:
     insert: str
     delete_missing: str
     insert_landed: str
-    # ``insert`` keeping the first element of each child id (see Loader._insert_children)
+    # ``insert`` keeping the first element of each child id (see stage.insert_children)
     insert_first_of_each_id: str
     # the child elements ``insert`` would write: inserted + duplicates left out
     count_elements: str

@@ -154,14 +154,11 @@ def test_merge_refuses_a_landing_that_failed_validation(warehouse: str, loader: 
     _land_merge(loader, good, D1, D1, "run-1")
     before = snapshot(warehouse)
     bad = [records.order(D1)]
-    consumed = []
-
-    def verdict() -> bool:
-        consumed.append(True)
-        return False
-
-    stats = loader.land(ORDERS, "c1", D1, D1, [bad], "run-bad", passed=verdict)
-    assert stats.passed is False and consumed == [True]
+    # The validator's verdict comes after the records were written, as in ingest.land_scope.
+    with loader.landing(ORDERS, "c1", D1, D1, "run-bad") as writer:
+        assert writer.write(bad) == []
+        stats = writer.finish(passed=False)
+    assert stats.passed is False and stats.total == 1
     with pytest.raises(LandingNotValidated, match=r"2024-03-04 \(run run-bad\) failed validation"):
         loader.merge(ORDERS, "c1", D1, D1, "run-bad")
     assert snapshot(warehouse) == before
@@ -230,12 +227,13 @@ def test_a_first_load_counts_stale_records_without_probing_the_table(
     (connection_id, customer_id) index, scanning every row the other chunk was inserting.
     """
     from rutter_pipeline.warehouse.merge_sql import statements
+    from rutter_pipeline.warehouse.stage import stage
 
     loader.land(ORDERS, "c1", D1, D1, [[records.order(D1) for _ in range(20)]], "run-1")
     st = statements(ORDERS)
     params = {"entity": "orders", "connection_id": "c1", "run_id": "run-1", "start": D1, "end": D1}
     with psycopg.connect(warehouse) as conn:
-        Loader._stage(conn, st, st.fill_from_landing, params)
+        stage(conn, st, st.fill_from_landing, params)
         conn.execute(st.upsert, params)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + st.count_stale, params))
         conn.rollback()

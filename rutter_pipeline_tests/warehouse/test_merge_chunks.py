@@ -11,11 +11,13 @@ import psycopg
 import pytest
 
 from rutter_pipeline.entities import ORDERS
-from rutter_pipeline.warehouse import loader as loader_module
+from rutter_pipeline.warehouse import merge as merge_module
+from rutter_pipeline.warehouse.chunks import chunks as _chunks
 from rutter_pipeline.warehouse.errors import PartitionNotLanded
-from rutter_pipeline.warehouse.loader import Loader, MergeStats, _chunks
+from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.partitioning import parse_timestamp
 from rutter_pipeline.warehouse.readback import read_records
+from rutter_pipeline.warehouse.results import MergeStats
 from rutter_pipeline.warehouse.sync_state import get_watermark
 from rutter_pipeline_tests.warehouse.factories import Records
 
@@ -46,7 +48,7 @@ def test_chunked_merge_equals_one_run_merge(
     # Day 2 stays empty; the others get 1..4 orders, so chunks of 3 records split the range 3 ways.
     orders = [records.order(day) for n, day in enumerate(DAYS) if n != 2 for _ in range(n or 1)]
     one_run = _merge(loader, "whole", orders, "run-1")
-    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 3)
+    monkeypatch.setattr(merge_module, "MERGE_CHUNK_RECORDS", 3)
     chunked = _merge(loader, "chunked", orders, "run-1")
     assert _counts(chunked) == _counts(one_run) == (len(orders), 0, 0, 0, sum(len(o["line_items"]) for o in orders), 0)
     assert _stored(warehouse, "chunked") == _stored(warehouse, "whole") == sorted(orders, key=lambda r: r["id"])
@@ -57,9 +59,9 @@ def test_chunked_merge_equals_one_run_merge(
     # Rutter drops an order of the first and of the last day and changes one in the middle.
     changed = dict(orders[3], status="archived", updated_at="2024-03-09T00:00:00.000Z")
     later = [changed, *orders[1:3], *orders[4:-1]]
-    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 10**9)
+    monkeypatch.setattr(merge_module, "MERGE_CHUNK_RECORDS", 10**9)
     one_run = _merge(loader, "whole", later, "run-2")
-    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 3)
+    monkeypatch.setattr(merge_module, "MERGE_CHUNK_RECORDS", 3)
     chunked = _merge(loader, "chunked", later, "run-2")
     dropped_items = len(orders[0]["line_items"]) + len(orders[-1]["line_items"])
     assert chunked.deleted == 2
@@ -100,7 +102,7 @@ def test_a_failing_chunk_leaves_each_day_before_or_after_and_a_rerun_completes(
     warehouse: str, records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loader = Loader(warehouse, merge_workers=2)
-    monkeypatch.setattr(loader_module, "MERGE_CHUNK_RECORDS", 2)
+    monkeypatch.setattr(merge_module, "MERGE_CHUNK_RECORDS", 2)
     orders = [records.order(day) for day in DAYS for _ in range(2)]
     loader.land(ORDERS, "c", DAYS[0], DAYS[-1], [orders], "run-1")
     # The landing of day 3 loses a row behind the batches' back: that chunk must refuse to merge.

@@ -1,4 +1,4 @@
-"""A first load is written straight from the landing (``Loader._insert_landed``), and falls back to
+"""A first load is written straight from the landing (``merge_chunk.insert_landed``), and falls back to
 the staged merge whenever a key is landed twice or already stored: same rows either way."""
 
 from __future__ import annotations

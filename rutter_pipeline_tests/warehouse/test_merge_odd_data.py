@@ -13,7 +13,8 @@ import pytest
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.ingest import nul_errors
 from rutter_pipeline.warehouse.errors import UnstorableRecord
-from rutter_pipeline.warehouse.loader import ANALYZE_MIN_ROWS, Loader
+from rutter_pipeline.warehouse.loader import Loader
+from rutter_pipeline.warehouse.merge import ANALYZE_MIN_ROWS
 from rutter_pipeline_tests.warehouse.factories import Records
 
 pytestmark = pytest.mark.postgres
@@ -89,7 +90,7 @@ def test_a_record_with_a_nul_is_handed_back_and_its_reject_is_stored_escaped(
         loader.land(ORDERS, "c1", D1, D1, [batch], "run-0")
 
     handed: list[tuple[dict, list[str]]] = []
-    stats = loader.land(ORDERS, "c1", D1, D1, [batch], "run-1", unstorable=lambda r, p: handed.append((r, p)))
+    stats = loader.land(ORDERS, "c1", D1, D1, [batch], "run-1", keep_unstorable=handed)
     assert stats.total == 2
     assert [(r["id"], sorted(p)) for r, p in handed] == [(odd["id"], ["line_items[0].title", "note\\u0000"])]
     loader.merge(ORDERS, "c1", D1, D1, "run-1")
@@ -149,7 +150,7 @@ def test_an_incremental_upsert_hands_back_a_record_with_a_nul(warehouse: str, lo
     batch[0]["order_number"] = "#1001\x00"
     with pytest.raises(UnstorableRecord, match="order_number"):
         loader.upsert(ORDERS, "c1", batch, "sync-0")
-    handed: list[str] = []
-    stats = loader.upsert(ORDERS, "c1", batch, "sync-1", unstorable=lambda r, p: handed.extend(p))
-    assert handed == ["order_number"]
+    handed: list[tuple[dict, list[str]]] = []
+    stats = loader.upsert(ORDERS, "c1", batch, "sync-1", keep_unstorable=handed)
+    assert [(r["id"], p) for r, p in handed] == [(batch[0]["id"], ["order_number"])]
     assert (stats.received, stats.inserted) == (2, 2)

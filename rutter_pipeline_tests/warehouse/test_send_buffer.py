@@ -1,5 +1,5 @@
 """The loader's connections carry more COPY data in flight through a Unix socket (see
-``loader._widen_send_buffer``), and leave a TCP socket's self-tuned buffer alone."""
+``copy.widen_send_buffer``), and leave a TCP socket's self-tuned buffer alone."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from rutter_pipeline.entities import ORDERS
-from rutter_pipeline.warehouse import loader as loader_module
+from rutter_pipeline.warehouse import copy as copy_module
 from rutter_pipeline.warehouse.loader import Loader
+from rutter_pipeline.warehouse.session import transaction
 from rutter_pipeline_tests.warehouse.factories import Records
 
 pytestmark = [
@@ -33,13 +34,13 @@ def _send_buffer(conn: psycopg.Connection) -> tuple[int, int]:
 def test_a_loader_connection_gets_the_wider_send_buffer_on_a_unix_socket(pg_url: str) -> None:
     with psycopg.connect(pg_url) as plain:
         family, default = _send_buffer(plain)
-    with Loader(pg_url)._transaction() as conn:
+    with transaction(Loader(pg_url).url) as conn:
         assert _send_buffer(conn)[0] == family
         widened = _send_buffer(conn)[1]
     if family == socket.AF_UNIX:
         # Linux doubles the size asked for (its bookkeeping) and caps the request at wmem_max.
         cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
-        assert widened == 2 * min(loader_module.SOCKET_SEND_BUFFER, cap)
+        assert widened == 2 * min(copy_module.SOCKET_SEND_BUFFER, cap)
         if cap > default:
             assert widened > default
     else:
@@ -56,4 +57,4 @@ def test_a_landing_through_the_wider_buffer_stores_every_record(warehouse: str) 
     with psycopg.connect(warehouse) as conn:
         stored = conn.execute("SELECT record->>'id', octet_length(record::text) FROM landing.orders").fetchall()
     assert sorted(i for i, _ in stored) == sorted(o["id"] for o in orders)
-    assert sum(n for _, n in stored) > 2 * loader_module.SOCKET_SEND_BUFFER
+    assert sum(n for _, n in stored) > 2 * copy_module.SOCKET_SEND_BUFFER
