@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager
 from datetime import date
-from types import TracebackType
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg import Copy
 
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.validation.jsonvalues import nul_paths
@@ -25,7 +26,7 @@ from rutter_pipeline.warehouse.copy import NUL_ESCAPE, QueuedWriter, copy_escape
 from rutter_pipeline.warehouse.errors import RecordOutsidePartition
 from rutter_pipeline.warehouse.partitioning import partition_day
 from rutter_pipeline.warehouse.results import LandingStats
-from rutter_pipeline.warehouse.session import transaction
+from rutter_pipeline.warehouse.session import CopyTransaction
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 Unstorable = tuple[dict[str, Any], list[str]]
 
 
-class LandingWriter:
+class LandingWriter(CopyTransaction):
     """Replace the landing of ``[start, end]``: ``with`` it, ``write`` the records, then ``finish(passed)``.
 
     Entering opens the transaction, takes the range's locks, deletes its previous landing and opens
@@ -50,9 +51,8 @@ class LandingWriter:
     """
 
     def __init__(self, url: str, spec: EntitySpec, connection_id: str, start: date, end: date, run_id: str) -> None:
-        self.url, self.spec, self.connection_id, self.start, self.end, self.run_id = (
-            url, spec, connection_id, start, end, run_id,
-        )  # fmt: skip
+        super().__init__(url)
+        self.spec, self.connection_id, self.start, self.end, self.run_id = spec, connection_id, start, end, run_id
         self.days = days(start, end)
         # Records landed so far per day: what a per-day gate weighs the day's rejects against.
         self.counts: Counter[date] = Counter()
@@ -61,34 +61,22 @@ class LandingWriter:
         # which costs more than the JSON encoding itself at a few thousand records a second.
         self._head = f"{copy_text(connection_id)}\t".encode()
         self._tail = f"\t{copy_text(run_id)}\n".encode()
-        self._transaction = ExitStack()
-        self._copying = ExitStack()
-        self._finished = False
 
-    def __enter__(self) -> LandingWriter:
-        with ExitStack() as stack:
-            self._conn = conn = stack.enter_context(transaction(self.url))
-            # Landers of overlapping ranges must not interleave their delete and COPY (that would
-            # double rows); month-sized lock buckets keep the lock count small for long ranges.
-            for month in months(self.start, self.end):
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s), %s)",
-                    (f"land/{self.spec.name}/{self.connection_id}", month),
-                )
+    def _open_copy(self, conn: psycopg.Connection) -> AbstractContextManager[Copy]:
+        # Landers of overlapping ranges must not interleave their delete and COPY (that would
+        # double rows); month-sized lock buckets keep the lock count small for long ranges.
+        for month in months(self.start, self.end):
             conn.execute(
-                f"DELETE FROM {self._table} WHERE connection_id = %s AND partition_date BETWEEN %s AND %s",
-                (self.connection_id, self.start, self.end),
+                "SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"land/{self.spec.name}/{self.connection_id}", month)
             )
-            cur = conn.cursor()
-            self._copy = self._copying.enter_context(
-                cur.copy(
-                    f"COPY {self._table} (connection_id, partition_date, record, run_id) FROM STDIN",
-                    writer=QueuedWriter(cur),
-                )
-            )
-            stack.push(self._copying)  # the COPY ends before the transaction
-            self._transaction = stack.pop_all()
-        return self
+        conn.execute(
+            f"DELETE FROM {self._table} WHERE connection_id = %s AND partition_date BETWEEN %s AND %s",
+            (self.connection_id, self.start, self.end),
+        )
+        cur = conn.cursor()
+        return cur.copy(
+            f"COPY {self._table} (connection_id, partition_date, record, run_id) FROM STDIN", writer=QueuedWriter(cur)
+        )
 
     def write(self, records: Iterable[dict[str, Any]]) -> list[Unstorable]:
         """COPY ``records`` (one block per call); return those left out for a NUL, with its paths."""
@@ -133,8 +121,7 @@ class LandingWriter:
                 """,
                 [(spec.name, connection_id, d, run_id, counts[d], ok and d not in held_days) for d in self.days],
             )
-        self._finished = True
-        self._transaction.close()  # commits
+        self._commit()
         stats = LandingStats(
             spec.name, self.connection_id, self.start, self.end, self.run_id, ok,
             {d: counts[d] for d in self.days}, held=held_days,
@@ -144,13 +131,3 @@ class LandingWriter:
             spec.name, self.connection_id, self.start, self.end, stats.total, ok, len(held_days),
         )  # fmt: skip
         return stats
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._finished:
-            return
-        if kind is None:  # left without a verdict: nothing of this landing stays
-            self._copying.close()
-            self._conn.rollback()
-        self._transaction.__exit__(kind, exc, tb)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from contextlib import ExitStack
-from types import TracebackType
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg import Copy
 
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.validation.jsonvalues import nul_paths
@@ -22,13 +23,13 @@ from rutter_pipeline.warehouse.landing import Unstorable
 from rutter_pipeline.warehouse.merge_sql import statements
 from rutter_pipeline.warehouse.partitioning import partition_day
 from rutter_pipeline.warehouse.results import UpsertStats
-from rutter_pipeline.warehouse.session import lock_entity, transaction
+from rutter_pipeline.warehouse.session import CopyTransaction, lock_entity
 from rutter_pipeline.warehouse.stage import stage, write
 
 log = logging.getLogger(__name__)
 
 
-class UpsertWriter:
+class UpsertWriter(CopyTransaction):
     """Newer-wins upsert of an incremental batch: ``with`` it, ``write`` the records, then ``finish(passed)``.
 
     ``write`` leaves out a record holding a NUL and returns it with the paths of its NULs, as
@@ -38,25 +39,15 @@ class UpsertWriter:
     """
 
     def __init__(self, url: str, spec: EntitySpec, connection_id: str, run_id: str) -> None:
-        self.url, self.spec, self.connection_id, self.run_id = url, spec, connection_id, run_id
+        super().__init__(url)
+        self.spec, self.connection_id, self.run_id = spec, connection_id, run_id
         self.received = 0
         self._sql = statements(spec)
-        self._transaction = ExitStack()
-        self._copying = ExitStack()
-        self._finished = False
 
-    def __enter__(self) -> UpsertWriter:
-        sql = self._sql
-        with ExitStack() as stack:
-            self._conn = conn = stack.enter_context(transaction(self.url))
-            lock_entity(conn, self.spec, self.connection_id)
-            conn.execute(sql.create_incoming)
-            self._copy = self._copying.enter_context(
-                conn.cursor().copy(f"COPY {sql.incoming} (partition_date, record) FROM STDIN")
-            )
-            stack.push(self._copying)  # the COPY ends before the transaction
-            self._transaction = stack.pop_all()
-        return self
+    def _open_copy(self, conn: psycopg.Connection) -> AbstractContextManager[Copy]:
+        lock_entity(conn, self.spec, self.connection_id)
+        conn.execute(self._sql.create_incoming)
+        return conn.cursor().copy(f"COPY {self._sql.incoming} (partition_date, record) FROM STDIN")
 
     def write(self, records: Iterable[dict[str, Any]]) -> list[Unstorable]:
         """COPY ``records``; return those left out for a NUL, with its paths."""
@@ -77,8 +68,7 @@ class UpsertWriter:
         self._copying.close()
         if not passed:
             self._conn.rollback()
-            self._finished = True
-            self._transaction.close()
+            self._commit()  # of nothing: ends the transaction rolled back
             return None
         spec, sql, conn = self.spec, self._sql, self._conn
         params = {"connection_id": self.connection_id, "run_id": self.run_id}
@@ -87,8 +77,7 @@ class UpsertWriter:
         stale, inserted, updated, children = write(conn, sql, params)
         written = conn.execute(f"SELECT key, inserted, day FROM {sql.written}").fetchall()
         staged = conn.execute(sql.stage_summary).fetchone()[0]  # type: ignore[index]
-        self._finished = True
-        self._transaction.close()  # commits
+        self._commit()
         # The days of written rows changed, and so did a day an updated row moved away from (a
         # customer dated by updated_at); the days of skipped rows did not.
         changed = {day for _, _, day in written} | {left[k] for k, ins, _ in written if not ins and k in left}
@@ -109,13 +98,3 @@ class UpsertWriter:
             spec.name, self.connection_id, self.received, inserted, updated, stats.unchanged, stale,
         )  # fmt: skip
         return stats
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._finished:
-            return
-        if kind is None:  # left without a verdict: nothing of this batch stays
-            self._copying.close()
-            self._conn.rollback()
-        self._transaction.__exit__(kind, exc, tb)
