@@ -121,9 +121,9 @@ def run_backfill(connection_id: str, access_token: str, first_day, last_day, tim
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster_graphql.test.utils import execute_dagster_graphql
 
+    from rutter_pipeline.connections.registry import ConnectionRegistry
     from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, partition_key
     from rutter_pipeline.warehouse.migrations import migrate
-    from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
     migrate(os.environ["WAREHOUSE_URL"])
     ConnectionRegistry(os.environ["WAREHOUSE_URL"]).add(connection_id, access_token, platform="SHOPIFY")

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from rutter_pipeline import merchants
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.catalog import merchants_markdown
 from rutter_pipeline.entities import ENTITIES, ORDERS
 from rutter_pipeline.warehouse import table_checks
 from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import migrate
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
 DAYS = 180
 

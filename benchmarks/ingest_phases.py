@@ -139,6 +139,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
     import psycopg
 
+    from rutter_pipeline.connections.registry import ConnectionRegistry
     from rutter_pipeline.definitions import build_definitions
     from rutter_pipeline.defs.ingest import landing_key, warehouse_key
     from rutter_pipeline.defs.partitions import range_tags
@@ -147,7 +148,6 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
     from rutter_pipeline.warehouse.migrations import migrate
-    from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
     migrate(job["pg_url"])
     ConnectionRegistry(job["pg_url"]).add(job["connection_id"], job["access_token"], platform="SHOPIFY")

@@ -582,7 +582,7 @@ def ticks(instance, defs, repo, url: str, keys: list[str], current: list) -> dic
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._grpc.impl import get_external_schedule_execution, get_external_sensor_execution
 
-    from rutter_pipeline.warehouse.inbox import latest_event_id, store_event
+    from rutter_pipeline.connections.inbox import latest_event_id, store_event
 
     ref = instance.get_ref()
     origin = InProcessCodeLocationOrigin(

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.entities import ENTITIES, ORDERS, EntitySpec
 from rutter_pipeline.incremental import SyncRejected, sync_entity
 from rutter_pipeline.ingest import Scope, land_scope
@@ -26,7 +27,6 @@ from rutter_pipeline.rutter.redact import redact
 from rutter_pipeline.validation import ValidationReport
 from rutter_pipeline.warehouse import load_log, marts
 from rutter_pipeline.warehouse.loader import Loader
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.warehouse.session import transaction
 
 log = logging.getLogger(__name__)

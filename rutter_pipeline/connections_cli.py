@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.connections_file import ConnectionsFileError, read_connections_file
 from rutter_pipeline.stack import prepare_stack_env
 from rutter_pipeline.warehouse.migrations import migrate
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.warehouse.tokens import new_key, rotate_tokens
 
 PARTITIONS_NAME = "connections"

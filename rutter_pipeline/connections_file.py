@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from rutter_pipeline.warehouse.registry import ConnectionRow
+from rutter_pipeline.connections.registry import ConnectionRow
 
 COLUMNS = ("connection_id", "access_token", "platform")
 REQUIRED = ("connection_id", "access_token")

@@ -32,15 +32,15 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from rutter_pipeline.connections.inbox import latest_event_id
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.rutter.windows import day_window_ms
 from rutter_pipeline.stack import prepare_stack_env
 from rutter_pipeline.warehouse.embedded import stop_embedded_postgres
-from rutter_pipeline.warehouse.inbox import latest_event_id
 from rutter_pipeline.warehouse.migrations import migrate, psycopg_url
 from rutter_pipeline.warehouse.partitioning import partition_day
 from rutter_pipeline.warehouse.readback import read_records
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
 ROLES = ("batching", "reconnects", "disabled")
 SIM_HOURS = 4  # how far the demo moves the sandbox's clock

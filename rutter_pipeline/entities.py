@@ -89,7 +89,8 @@ class EntitySpec:
     created_at_filter: bool = True
     # force_fetch is documented to work on orders and transactions only.
     force_fetch: bool = False
-    # Webhook codes that mean "records of this entity changed", e.g. ORDER_CREATED, ORDER_UPDATED.
+    # Webhook codes that mean "records of this entity changed", e.g. ORDER_CREATED, ORDER_UPDATED
+    # (read through entity_for_webhook).
     webhook_prefix: str = ""
     # Rutter allows a null id (customers); the warehouse then keys the row by a surrogate.
     nullable_id: bool = False
@@ -401,3 +402,17 @@ def entity(name: str) -> EntitySpec:
         return ENTITIES[name]
     except KeyError:
         raise KeyError(f"unknown entity {name!r}; known: {', '.join(ENTITIES)}") from None
+
+
+_DATA_WEBHOOK_SUFFIXES = ("CREATED", "UPDATED", "DELETED")
+_BY_WEBHOOK_PREFIX = {e.webhook_prefix: e for e in ENTITIES.values() if e.webhook_prefix}
+
+
+def entity_for_webhook(code: str | None) -> EntitySpec | None:
+    """The entity a data webhook is about (``ORDER_CREATED`` -> orders), or None for any other code.
+
+    The one reading of Rutter's data-event codes: the lifecycle and the sensors that split the inbox
+    into connection events and data events all ask here.
+    """
+    prefix, _, suffix = (code or "").rpartition("_")
+    return _BY_WEBHOOK_PREFIX.get(prefix) if suffix in _DATA_WEBHOOK_SUFFIXES else None

@@ -27,12 +27,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.rows import dict_row
 
+from rutter_pipeline.connections.registry import ConnectionRegistry, Merchant
+from rutter_pipeline.connections.states import LIVE, ConnectionState
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.rutter.errors import RutterError
 from rutter_pipeline.warehouse import layout
 from rutter_pipeline.warehouse.migrations import psycopg_url
-from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, Merchant
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def refresh(
     initial sync). A Rutter error on one store is logged and leaves that merchant for the next
     refresh; an error of ``GET /connections`` propagates (nothing can be learned without it).
     """
-    known = [m for m in registry.merchants(connection_ids=connection_ids) if m.state != "removed"]
+    known = [m for m in registry.merchants(connection_ids=connection_ids) if m.state != ConnectionState.REMOVED]
     platforms: dict[str, str] = {}
     if any(m.platform is None for m in known):
         platforms = {
@@ -78,7 +79,7 @@ def refresh(
     unanswered: list[str] = []
     asked = 0
     for m in known:
-        if m.store_name is not None or m.state not in LIVE_STATES or asked >= max_stores:
+        if m.store_name is not None or m.state not in LIVE or asked >= max_stores:
             continue
         asked += 1
         try:
@@ -135,7 +136,7 @@ def freshness(url: str, stale_after: timedelta, *, now: datetime | None = None) 
             WHERE c.state = ANY(%(states)s)
             ORDER BY c.connection_id
             """,
-            {"entity": ORDERS.name, "states": list(LIVE_STATES)},
+            {"entity": ORDERS.name, "states": sorted(LIVE)},
         ).fetchall()
     out = []
     for row in rows:

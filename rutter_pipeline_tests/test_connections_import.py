@@ -13,9 +13,9 @@ import orjson
 import psycopg
 import pytest
 
+from rutter_pipeline.connections.registry import ConnectionRow
 from rutter_pipeline.connections_file import ConnectionsFileError, parse_connections, read_connections_file
 from rutter_pipeline.stack import psycopg2_url
-from rutter_pipeline.warehouse.registry import ConnectionRow
 from rutter_pipeline.warehouse.tokens import token_cipher
 from rutter_pipeline_tests.fixtures.cli import Cli
 

@@ -21,6 +21,8 @@ from typing import Any
 import dagster as dg
 
 from rutter_pipeline import batch, merchants
+from rutter_pipeline.connections.registry import Merchant
+from rutter_pipeline.connections.states import LIVE
 from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, month_start, parse_days, parse_key, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
@@ -28,7 +30,6 @@ from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import ddl, layout, table_checks
 from rutter_pipeline.warehouse.loader import Loader
-from rutter_pipeline.warehouse.registry import LIVE_STATES, Merchant
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
             "dagster/row_count": len(rows),
             "merchants": dg.MetadataValue.md(merchants_markdown(rows, fresh, allowed)),
             "platforms": dg.MetadataValue.json(platforms),
-            "live": sum(1 for m in rows if m.state in LIVE_STATES),
+            "live": sum(1 for m in rows if m.state in LIVE),
             "names_learned": len(learned),
         }
     )

@@ -11,13 +11,13 @@ from functools import cached_property
 import dagster as dg
 from pydantic import PrivateAttr
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.retries import wait_before_retry
 from rutter_pipeline.rutter.client import RutterClient
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse.embedded import default_urls
 from rutter_pipeline.warehouse.loader import Loader
 from rutter_pipeline.warehouse.migrations import migrate
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
 
 class RutterResource(dg.ConfigurableResource):

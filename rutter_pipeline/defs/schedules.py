@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from rutter_pipeline.connections.states import LIVE
 from rutter_pipeline.defs.batches import (
     batch_key,
     batch_tags,
@@ -22,7 +23,6 @@ from rutter_pipeline.defs.batches import (
 from rutter_pipeline.defs.partitions import CONNECTIONS
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.settings import Settings
-from rutter_pipeline.warehouse.registry import LIVE_STATES
 
 DAILY_CRON = "15 0 * * *"  # shortly after midnight UTC: yesterday is complete at Rutter by then
 DEFAULT_INCREMENTAL_CRON = "*/15 * * * *"
@@ -31,7 +31,7 @@ DEFAULT_INCREMENTAL_CRON = "*/15 * * * *"
 def live_connections(context, warehouse: WarehouseResource) -> list[str]:
     """Registered, live connections that also have a partition in the instance (two queries)."""
     known = set(context.instance.get_dynamic_partitions(CONNECTIONS.name))
-    return sorted(c.connection_id for c in warehouse.registry().list(states=LIVE_STATES) if c.connection_id in known)
+    return sorted(c.connection_id for c in warehouse.registry().list(states=LIVE) if c.connection_id in known)
 
 
 @dg.schedule(

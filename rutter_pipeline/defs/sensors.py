@@ -1,10 +1,9 @@
 """Sensors: connection lifecycle (webhook inbox or polling), data webhooks, run-failure alerts.
 
-The state machine lives in the warehouse core (``warehouse.lifecycle``): a sensor feeds it events
-and turns every decision into Dagster requests: add the connection's partition, launch history
-backfills as range runs, resume with exactly the gap, start incremental syncs, or, on a pause,
-cancel the connection's queued runs (they would fail on NEEDS_UPDATE and page someone). A paused
-connection gets no new runs (the schedules skip it, too). Connection events are the lifecycle
+The state machine lives in the domain core (``connections.lifecycle``): a sensor feeds it events
+and turns every decision into Dagster requests (``lifecycle_requests``), except the data webhook
+sensor's incremental syncs, which it debounces into batched runs itself. A paused connection gets
+no new runs (the schedules skip it, too). Connection events are the lifecycle
 sensor's, data events the data webhook sensor's: each applies its class in id order (the machine
 keeps a cursor per class), so a data event on a ``pending`` connection moves it to ``ready`` too.
 """
@@ -13,12 +12,15 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from rutter_pipeline.alerts import send_alert
-from rutter_pipeline.defs.backfills import month_chunks, range_run_requests
+from rutter_pipeline.connections import inbox, lifecycle
+from rutter_pipeline.connections.lifecycle import DecisionKind
+from rutter_pipeline.connections.registry import ConnectionRow, Merchant
+from rutter_pipeline.connections.states import LIVE
+from rutter_pipeline.defs.backfills import month_chunks
 from rutter_pipeline.defs.batches import (
     batch_key,
     batch_tags,
@@ -28,19 +30,17 @@ from rutter_pipeline.defs.batches import (
     incremental_sync_job,
 )
 from rutter_pipeline.defs.jobs import ingest_job
-from rutter_pipeline.defs.partitions import CONNECTIONS, month_end
+from rutter_pipeline.defs.lifecycle_requests import act_on, utc_today
+from rutter_pipeline.defs.partitions import CONNECTIONS
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
-from rutter_pipeline.entities import ENTITIES, ORDERS
+from rutter_pipeline.entities import entity_for_webhook
 from rutter_pipeline.settings import Settings
-from rutter_pipeline.warehouse import inbox, lifecycle, load_log
-from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry, ConnectionRow, Merchant
 
 EVENTS_PER_TICK = 500
 # No tick asks for more runs than this: a burst of INITIAL_UPDATEs (a lender onboarding hundreds of
 # merchants) is worked off over a few ticks instead of flooding the run queue in one.
 MAX_RUNS_PER_TICK = 50
 WILL_RETRY_TAG = "dagster/will_retry"
-DATA_PREFIXES = tuple(f"{spec.webhook_prefix}_" for spec in ENTITIES.values())
 # Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
 # longer than the max wait, before syncing a connection.
 DEBOUNCE_QUIET_SECONDS = int(os.environ.get("RUTTER_WEBHOOK_DEBOUNCE_SECONDS") or 60)
@@ -49,131 +49,10 @@ DEBOUNCE_MAX_WAIT_SECONDS = 5 * DEBOUNCE_QUIET_SECONDS
 INBOX_INTERVAL_SECONDS = int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15)
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
-
-
-def months_before(day: date, months: int) -> date:
-    """The same day ``months`` calendar months earlier (the month's last day when it is shorter)."""
-    total = day.year * 12 + day.month - 1 - months
-    first = date(total // 12, total % 12 + 1, 1)
-    return min(first + timedelta(days=day.day - 1), month_end(first))
-
-
-def gap_start_day(url: str, registry: ConnectionRegistry, connection_id: str) -> date | None:
-    """First day that may miss records after a pause: the day the connection was paused (that day's
-    rows stop at the pause), or the day after its last loaded day (rutter.load_log) when earlier."""
-    days = []
-    last = load_log.last_loaded_day(url, connection_id, ORDERS.name)
-    if last:
-        days.append(last + timedelta(days=1))
-    pauses = [row["at"] for row in registry.history(connection_id) if row["to_state"] in lifecycle.PAUSED]
-    if pauses:
-        days.append(pauses[-1].astimezone(UTC).date())
-    return min(days) if days else None
-
-
-def older_range(
-    detail: dict, history_start: date, today: date, first_with_records: date | None = None
-) -> tuple[date, date]:
-    """The days a HISTORICAL_UPDATE made readable: from its ``xMonthsAgo`` up to where what we hold
-    already reaches. That is the earlier of two safe bounds: the previous announcement's reach (for
-    the first one, the day the initial sync finished), and the oldest loaded day with records (older
-    days were empty when loaded: not served yet, or truly empty). Rutter's batch boundaries fall
-    inside a day, so both boundary days are read again, and the start is counted from the day of
-    the announcement, a day earlier still (it may have been received before midnight)."""
-    months = lifecycle.announced_months(detail)
-    announced = min(today, date.fromisoformat(detail["announced_on"])) if detail.get("announced_on") else today
-    start = max(history_start, months_before(announced, months) - timedelta(days=1)) if months else history_start
-    previous = int(detail.get("previous_months") or 0)
-    if previous:
-        end = months_before(today, previous)
-    elif detail.get("ready_on"):
-        end = date.fromisoformat(detail["ready_on"])
-    else:
-        end = today
-    if first_with_records:
-        end = min(end, first_with_records)
-    return start, max(start, min(end, today))
-
-
-def decision_requests(
-    decision: lifecycle.Decision, url: str, registry: ConnectionRegistry, settings: Settings, key: str
-) -> tuple[list[dg.RunRequest], list[str]]:
-    """Run requests and new partition keys for one lifecycle decision."""
-    conn = decision.connection_id
-    today = _today()
-    start = settings.history_start
-    if decision.kind == "add_partition":
-        return [], [conn]
-    if decision.kind == "backfill_history":
-        return range_run_requests(conn, start, today, reason="history", key=key), []
-    if decision.kind == "backfill_older":
-        first = load_log.first_day_with_records(url, conn, ORDERS.name)
-        older, newest = older_range(decision.detail, start, today, first)
-        return range_run_requests(conn, older, newest, reason="historical", key=key), []
-    if decision.kind == "resume_backfill_gap":
-        # Records created while paused are in the gap; records of older days updated meanwhile come
-        # with an incremental sync from the watermark.
-        gap_start = max(start, gap_start_day(url, registry, conn) or start)
-        catch_up = dg.RunRequest(
-            job_name=incremental_sync_job.name,
-            run_key=f"resume:{conn}:{key}",
-            run_config=incremental_run_config([conn]),
-            tags={"rutter/connection": conn, "rutter/trigger": "resume"},
-        )
-        return [*range_run_requests(conn, gap_start, today, reason="gap", key=key), catch_up], []
-    if decision.kind == "incremental_sync":
-        # Not debounced: the data webhook sensor debounces its own (it never calls this for them).
-        return [
-            dg.RunRequest(
-                job_name=incremental_sync_job.name,
-                run_key=f"sync:{conn}:{decision.entity}:{key}",
-                run_config=incremental_run_config([conn], [decision.entity] if decision.entity else None),
-                tags={"rutter/connection": conn, "rutter/trigger": "webhook"},
-            )
-        ], []
-    if decision.kind == "pause":
-        return [], []  # nothing to request: cancel_queued_runs stops what was already asked for
-    raise ValueError(f"unknown lifecycle decision {decision.kind!r}")
-
-
-def cancel_queued_runs(instance: dg.DagsterInstance, connection_id: str, why: str) -> list[str]:
-    """Cancel the connection's runs still in the queue (a pause): started ones finish or fail on their own.
-
-    Only runs tagged with the connection (the sensors' range runs and catch-ups); a batch run covers
-    many connections and skips a paused one itself.
-    """
-    queued = instance.get_runs(
-        filters=dg.RunsFilter(tags={"rutter/connection": connection_id}, statuses=[dg.DagsterRunStatus.QUEUED])
-    )
-    canceled = [run.run_id for run in queued if instance.run_coordinator.cancel_run(run.run_id)]
-    if canceled:
-        instance.report_engine_event(
-            f"connection {connection_id} paused ({why}): canceled {len(canceled)} queued run(s)", queued[0]
-        )
-    return canceled
-
-
-def act_on(
-    decision: lifecycle.Decision,
-    context: dg.SensorEvaluationContext,
-    url: str,
-    registry: ConnectionRegistry,
-    settings: Settings,
-    key: str,
-) -> tuple[list[dg.RunRequest], list[str]]:
-    """:func:`decision_requests`, and for a pause the cancellation of the connection's queued runs."""
-    if decision.kind == "pause":
-        canceled = cancel_queued_runs(context.instance, decision.connection_id, decision.detail.get("state", ""))
-        context.log.info("paused %s: canceled queued runs %s", decision.connection_id, canceled)
-    return decision_requests(decision, url, registry, settings, key)
-
-
 def run_budget(settings: Settings) -> int:
     """Runs a tick may still ask for before one more lifecycle decision could pass MAX_RUNS_PER_TICK:
     the most one decision asks for is a whole history's range runs plus an incremental catch-up."""
-    most = len(month_chunks(settings.history_start, _today(), settings.backfill_months_per_run)) + 1
+    most = len(month_chunks(settings.history_start, utc_today(), settings.backfill_months_per_run)) + 1
     return max(1, MAX_RUNS_PER_TICK - most)
 
 
@@ -208,7 +87,7 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
     cursor = after
     seen: set[tuple[str, int, int]] = set()
     for event in events:
-        if not event.code.startswith(DATA_PREFIXES):  # data events are the data_webhook_sensor's
+        if entity_for_webhook(event.code) is None:  # data events are the data_webhook_sensor's
             # A state change is committed with its event; the budget is checked before applying
             # one, so the event that would overflow it waits for the next tick, unapplied.
             if len(runs) >= budget:
@@ -290,9 +169,9 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     # transaction per pair instead of per record.
     newest: dict[tuple[str, str], inbox.WebhookEvent] = {}
     for event in events:
-        if event.code.startswith(DATA_PREFIXES) and event.connection_id:
-            entity = next(s.name for s in ENTITIES.values() if event.code.startswith(f"{s.webhook_prefix}_"))
-            newest[(event.connection_id, entity)] = event
+        entity = entity_for_webhook(event.code)
+        if entity is not None and event.connection_id:
+            newest[(event.connection_id, entity.name)] = event
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
     registry = warehouse.registry()
@@ -302,7 +181,7 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     ordered = sorted(newest.values(), key=lambda e: e.id)
     applied = lifecycle.apply_events(url, ordered, delivered_through=state["after"]) if newest else []
     for decision in applied:
-        if decision.kind != "incremental_sync":
+        if decision.kind != DecisionKind.INCREMENTAL_SYNC:
             new_runs, new_partitions = act_on(decision, context, url, registry, settings, f"data{decision.event_id}")
             runs += new_runs
             partitions += [p for p in new_partitions if p not in partitions]
@@ -314,7 +193,7 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
             slot["entities"].append(decision.entity)
     if events:
         state["after"] = events[-1].id
-    live = {c.connection_id for c in registry.list(states=LIVE_STATES)}
+    live = {c.connection_id for c in registry.list(states=LIVE)}
     due: dict[str, dict] = {}
     for connection_id, slot in list(pending.items()):
         quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS

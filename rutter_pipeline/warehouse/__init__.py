@@ -1,1 +1,1 @@
-"""The PostgreSQL warehouse: migrations, loader, connection registry, embedded server. No Dagster."""
+"""The PostgreSQL warehouse: migrations, loader, marts, embedded server. No Dagster."""

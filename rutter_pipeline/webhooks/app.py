@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
+from rutter_pipeline.connections.inbox import Stored, store_event
 from rutter_pipeline.rutter.redact import register_secret
 from rutter_pipeline.rutter.signatures import HEADER, verify
-from rutter_pipeline.warehouse.inbox import Stored, store_event
 from rutter_pipeline.webhooks.body import BodyTooLarge, read_limited
 from rutter_pipeline.webhooks.logs import install_receiver_log_filters
 from rutter_pipeline.webhooks.payload import InvalidWebhook, Webhook, parse_webhook

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import daily_load_job, daily_run_config, incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
 from rutter_pipeline.defs.partitions import ingest_partitions
@@ -15,7 +16,6 @@ from rutter_pipeline.defs.sensors import run_failure_alert_sensor
 from rutter_pipeline.entities import ORDERS, PRODUCTS
 from rutter_pipeline.rutter.windows import day_window_ms
 from rutter_pipeline.warehouse import load_log
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.warehouse.sync_state import get_watermark
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 
 from rutter_pipeline import merchants
+from rutter_pipeline.connections.inbox import store_event
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import daily_load_job, daily_run_config, incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.catalog import (
     CONNECTIONS_ASSET,
@@ -27,8 +29,6 @@ from rutter_pipeline.defs.ingest import landing_key, warehouse_key
 from rutter_pipeline.defs.sensors import run_failure_alert_sensor
 from rutter_pipeline.entities import CUSTOMERS, ENTITIES, ORDERS
 from rutter_pipeline.rutter.client import RutterClient
-from rutter_pipeline.warehouse.inbox import store_event
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.defs.test_ingest_assets import materialize
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 

@@ -5,8 +5,8 @@ the platform, and the connections table shows the merchant, fresh."""
 import dagster as dg
 import pytest
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.catalog import CONNECTIONS_ASSET, FRESH_CHECK, PLATFORM_TAG
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.defs.test_lifecycle_sensors import HISTORY_DAYS, live_stack, tick
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 

@@ -5,11 +5,11 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import warehouse_key
 from rutter_pipeline.defs.resources import resources_from_env
 from rutter_pipeline.entities import ORDERS
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
 from rutter_pipeline_tests.defs.test_ingest_assets import materialize
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline

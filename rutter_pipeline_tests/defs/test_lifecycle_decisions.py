@@ -12,13 +12,14 @@ import dagster as dg
 import psycopg
 import pytest
 
+from rutter_pipeline.connections import inbox
+from rutter_pipeline.connections.registry import ConnectionRegistry
+from rutter_pipeline.connections.states import LIVE
 from rutter_pipeline.defs import sensors
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.defs.storage import instance_storage_config
 from rutter_pipeline.stack import psycopg2_url
-from rutter_pipeline.warehouse import inbox
 from rutter_pipeline.warehouse.migrations import migrate
-from rutter_pipeline.warehouse.registry import LIVE_STATES, ConnectionRegistry
 from rutter_pipeline_tests.fixtures.daemon import workspace
 
 pytestmark = pytest.mark.postgres
@@ -70,10 +71,10 @@ def evaluate(sensor, instance: dg.DagsterInstance, url: str, cursor: str | None 
 
 
 def test_live_means_ready_everywhere() -> None:
-    from rutter_pipeline.warehouse import lifecycle
+    from rutter_pipeline.connections import lifecycle, registry
 
-    assert LIVE_STATES == ("ready",)
-    assert not hasattr(lifecycle, "LIVE"), "one definition of live: registry.LIVE_STATES"
+    assert {"ready"} == LIVE
+    assert lifecycle.LIVE is LIVE and registry.LIVE is LIVE, "one definition of live: states.LIVE"
 
 
 def test_a_pause_cancels_the_connections_queued_runs(pg_url: str, queued_instance: dg.DagsterInstance) -> None:

@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 from dagster._daemon.sensor import execute_sensor_iteration
 
+from rutter_pipeline.connections.inbox import latest_event_id
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.entities import ORDERS
-from rutter_pipeline.warehouse.inbox import latest_event_id
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.webhooks.server import run_receiver
 from rutter_pipeline_tests.defs.test_incremental import sync
 from rutter_pipeline_tests.fixtures.daemon import wait_for_runs, workspace

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
 pytestmark = pytest.mark.postgres

@@ -7,8 +7,8 @@ import orjson
 import psycopg
 import pytest
 
+from rutter_pipeline.connections.inbox import store_event
 from rutter_pipeline.defs.sensors import MAX_RUNS_PER_TICK
-from rutter_pipeline.warehouse.inbox import store_event
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
 pytestmark = pytest.mark.postgres

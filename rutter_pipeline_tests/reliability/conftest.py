@@ -23,12 +23,12 @@ import dagster as dg
 import psycopg
 import pytest
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.ingest import landing_key, warehouse_key
 from rutter_pipeline.defs.partitions import DAYS_TAG
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.sandbox import SandboxHandle
 from rutter_pipeline.settings import Settings
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
 TALLY_ENV = "RUTTER_RELIABILITY_TALLY"

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.entities import ENTITIES
 from rutter_pipeline.rutter.rate_buckets import PG_SCHEMA
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.daemon import launch_backfill
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.reliability.conftest import Tally

@@ -21,7 +21,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.webhooks.server import run_receiver
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.reliability.daemon_stack import DaemonStack, daemon_stack

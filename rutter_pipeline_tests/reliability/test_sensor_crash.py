@@ -25,9 +25,9 @@ import pytest
 from dagster._core.scheduler.instigation import TickStatus
 from dagster._daemon.sensor import execute_sensor_iteration
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.warehouse.migrations import psycopg_url
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.webhooks.server import run_receiver
 from rutter_pipeline_tests.fixtures.daemon import wait_for_runs, workspace
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline

@@ -11,9 +11,9 @@ import pytest
 from cryptography.fernet import Fernet
 from yoyo import get_backend, read_migrations
 
-from rutter_pipeline.warehouse import inbox
+from rutter_pipeline.connections import inbox
+from rutter_pipeline.connections.registry import ConnectionRegistry, ConnectionRow
 from rutter_pipeline.warehouse.migrations import MIGRATIONS_DIR, migrate, yoyo_url
-from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRow
 from rutter_pipeline.warehouse.tokens import TokenCipher, TokenKeyError, TokenKeyMissing, token_cipher, token_keys
 from rutter_pipeline_tests.fixtures.cli import BIN
 

@@ -26,13 +26,13 @@ import orjson
 import pytest
 import requests
 
+from rutter_pipeline.connections.inbox import read_events
+from rutter_pipeline.connections.lifecycle import apply_events
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.resources import resources_from_env
 from rutter_pipeline.entities import ORDERS, TRANSACTIONS
 from rutter_pipeline.rutter.signatures import HEADER, sign
-from rutter_pipeline.warehouse.inbox import read_events
-from rutter_pipeline.warehouse.lifecycle import apply_events
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.webhooks import run_receiver
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.reliability.conftest import Tally, run_assets

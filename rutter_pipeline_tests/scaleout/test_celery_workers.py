@@ -30,6 +30,7 @@ from dagster import EventLogEntry, RunsFilter
 from dagster._serdes import deserialize_value, serialize_value
 from dagster_graphql.test.utils import execute_dagster_graphql
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import daily_run_config
 from rutter_pipeline.defs.executors import BROKER_ENV, EXECUTOR_ENV, QUEUE_ENV
 from rutter_pipeline.defs.partitions import month_end
@@ -37,7 +38,6 @@ from rutter_pipeline.entities import ENTITIES
 from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle
 from rutter_pipeline.sandbox.config import FaultSettings
 from rutter_pipeline.warehouse.migrations import migrate
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.daemon import launch_backfill, run_backfill_until_done, wait_for_runs, workspace
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.fixtures.sandbox import SANDBOX_NOW

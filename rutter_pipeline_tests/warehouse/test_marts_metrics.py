@@ -254,9 +254,9 @@ def test_cohort_retention_by_hand(warehouse: str, loader: Loader, records: Recor
 
 
 def test_merchant_health_by_hand(warehouse: str, loader: Loader, records: Records) -> None:
+    from rutter_pipeline.connections.registry import ConnectionRegistry
     from rutter_pipeline.entities import ENTITIES
     from rutter_pipeline.warehouse import load_log
-    from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
     registry = ConnectionRegistry(warehouse)
     registry.add("m1", "token-1", platform="SHOPIFY")

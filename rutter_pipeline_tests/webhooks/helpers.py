@@ -12,8 +12,8 @@ import psycopg
 import requests
 from psycopg.rows import dict_row
 
+from rutter_pipeline.connections.inbox import read_events
 from rutter_pipeline.rutter.signatures import HEADER, sign
-from rutter_pipeline.warehouse.inbox import read_events
 
 SECRET = "webhook-receiver-test-secret-4f1d9c"
 TOKEN = "access-sandbox-7d2c9e41-0b3a-4c55-9f1e-2a6b8c0d4e11"

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 import requests
 
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.rutter.signatures import sign
 from rutter_pipeline.warehouse.embedded import with_database
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline.webhooks import run_receiver
 from rutter_pipeline_tests.webhooks.helpers import (
     SECRET,

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
+from rutter_pipeline.connections.inbox import latest_event_id, read_events
+from rutter_pipeline.connections.lifecycle import apply_events
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle
-from rutter_pipeline.warehouse.inbox import latest_event_id, read_events
-from rutter_pipeline.warehouse.lifecycle import apply_events
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 from rutter_pipeline_tests.fixtures.sandbox import SANDBOX_NOW
 from rutter_pipeline_tests.webhooks.helpers import SECRET, inbox_text, stored_rows
 

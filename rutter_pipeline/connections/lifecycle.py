@@ -21,7 +21,7 @@ delivery is retried for about 15 minutes while later ones get through). The rule
 3. HISTORICAL_UPDATE on a ready connection: backfill the newly synced older range. While paused,
    the range is remembered and asked for on resume (the gap backfill covers recent days only).
 4. CONNECTION_NEEDS_UPDATE / CONNECTION_DISABLED pause a ``pending`` or ``ready`` connection
-   (a ``pause`` decision only for a live one, ``registry.LIVE_STATES``: only it has runs to stop),
+   (a ``pause`` decision only for a live one, ``states.LIVE``: only it has runs to stop),
    except when stale: a CONNECTION_UPDATED that arrives while the connection is ``ready`` is the
    mark of reordering (the merchant re-authenticated a connection we think healthy, so the
    breakage it repairs is still in flight), and a pause event received within ``reorder_window``
@@ -49,7 +49,14 @@ delivery is retried for about 15 minutes while later ones get through). The rule
    ``event_id``, from which the sensor derives its run keys, so a decision whose runs were already
    stored launches nothing twice.
 
-What the machine remembers beyond the state lives in ``rutter.connections.details['lifecycle']``.
+What the machine remembers beyond the state lives in ``rutter.connections.details['lifecycle']``;
+the state, that memory and the history are written through ``connections.registry``.
+
+Who acts on each :class:`DecisionKind` (``defs/lifecycle_requests.py`` translates them into Dagster
+requests): the connection lifecycle sensor applies connection events, the poll sensor status bodies,
+and the data webhook sensor data events (rules 2 and 6 are wired end to end: its data events move a
+pending connection to ready, and it debounces the ``incremental_sync`` decisions into batched runs).
+``pause`` cancels the connection's queued runs; every other kind becomes run requests or partitions.
 """
 
 from __future__ import annotations
@@ -58,39 +65,43 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from rutter_pipeline.entities import ENTITIES
-from rutter_pipeline.warehouse.inbox import WebhookEvent
+from rutter_pipeline.connections import registry
+from rutter_pipeline.connections.inbox import WebhookEvent
+from rutter_pipeline.connections.states import LIVE, PAUSED, ConnectionState
+from rutter_pipeline.entities import entity_for_webhook
 from rutter_pipeline.warehouse.migrations import psycopg_url
-from rutter_pipeline.warehouse.registry import LIVE_STATES
 
 log = logging.getLogger(__name__)
 
-KINDS = (
-    "add_partition",
-    "backfill_history",
-    "backfill_older",
-    "pause",
-    "resume_backfill_gap",
-    "incremental_sync",
-    "none",  # part of the contract; this module answers a no-op with an empty list instead
-)
-PAUSED = ("needs_update", "disabled")
 REORDER_WINDOW = timedelta(minutes=15)
-_DATA_SUFFIXES = ("_CREATED", "_UPDATED", "_DELETED")
-_ENTITY_BY_PREFIX = {spec.webhook_prefix: name for name, spec in ENTITIES.items() if spec.webhook_prefix}
+READY, PENDING = ConnectionState.READY, ConnectionState.PENDING
+
+
+class DecisionKind(StrEnum):
+    """What the orchestrator should do (a no-op is no decision at all)."""
+
+    ADD_PARTITION = "add_partition"
+    BACKFILL_HISTORY = "backfill_history"
+    BACKFILL_OLDER = "backfill_older"
+    PAUSE = "pause"
+    RESUME_BACKFILL_GAP = "resume_backfill_gap"
+    INCREMENTAL_SYNC = "incremental_sync"
+
+
+Decided = list[tuple[DecisionKind, dict]]
 
 
 @dataclass(frozen=True)
 class Decision:
     """What the orchestrator should do because of one event."""
 
-    kind: str
+    kind: DecisionKind
     connection_id: str
     entity: str | None = None  # for incremental_sync
     detail: dict = field(default_factory=dict)  # e.g. HISTORICAL_UPDATE's entities_included_to_time_range
@@ -140,7 +151,7 @@ class Memory:
         raw["deferred_older"] = tuple(raw.get("deferred_older") or ())
         raw["undelivered"] = tuple(raw.get("undelivered") or ())
         memory = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-        if state == "ready":  # registered ready by hand (connections add): loaded like any other
+        if state == READY:  # registered ready by hand (connections add): loaded like any other
             memory = replace(memory, initial_done=True, history_requested=True)
         return memory
 
@@ -156,18 +167,18 @@ class Memory:
 
 def step(
     state: str, memory: Memory, signal: Signal, reorder_window: timedelta = REORDER_WINDOW
-) -> tuple[str, Memory, list[tuple[str, dict]]]:
+) -> tuple[str, Memory, Decided]:
     """Apply one signal: the new state, the new memory, and ``(kind, detail)`` of each decision."""
-    if state == "removed":
+    if state == ConnectionState.REMOVED:
         return state, memory, []
     kind = signal.kind
     if kind == "data":
-        if state == "ready":
-            return state, memory, [("incremental_sync", signal.detail)]
+        if state == READY:
+            return state, memory, [(DecisionKind.INCREMENTAL_SYNC, signal.detail)]
         kind = "initial"  # a data event proves the initial sync is done (rule 2)
-    if kind == "historical" and state == "ready":
+    if kind == "historical" and state == READY:
         memory, detail = _announced(memory, signal)
-        return state, memory, [("backfill_older", detail)]
+        return state, memory, [(DecisionKind.BACKFILL_OLDER, detail)]
     if kind in ("initial", "historical"):
         return _initial(state, memory, signal)
     if kind == "updated":
@@ -175,19 +186,19 @@ def step(
     return _pause(state, memory, signal, reorder_window)
 
 
-def _initial(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
-    if state == "pending":
+def _initial(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, Decided]:
+    if state == PENDING:
         ready_on = signal.received_at.astimezone(UTC).date().isoformat() if signal.received_at else memory.ready_on
         return (
-            "ready",
+            READY,
             replace(memory, initial_done=True, history_requested=True, ready_on=ready_on),
             [
-                ("add_partition", {}),
-                ("backfill_history", {}),
+                (DecisionKind.ADD_PARTITION, {}),
+                (DecisionKind.BACKFILL_HISTORY, {}),
             ],
         )
     if state in PAUSED:
-        decisions: list[tuple[str, dict]] = [] if memory.initial_done else [("add_partition", {})]
+        decisions: Decided = [] if memory.initial_done else [(DecisionKind.ADD_PARTITION, {})]
         if signal.kind == "historical" and memory.history_requested:
             memory, detail = _announced(memory, signal)
             memory = replace(memory, deferred_older=(*memory.deferred_older, detail))
@@ -219,20 +230,20 @@ def _announced(memory: Memory, signal: Signal) -> tuple[Memory, dict]:
     return replace(memory, history_months=max(memory.history_months, months)), detail
 
 
-def _updated(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, list[tuple[str, dict]]]:
-    if state == "ready":
+def _updated(state: str, memory: Memory, signal: Signal) -> tuple[str, Memory, Decided]:
+    if state == READY:
         if signal.authoritative or signal.received_at is None:
             return state, memory, []
         return state, replace(memory, early_update_at=signal.received_at.isoformat()), []
     if state not in PAUSED:
         return state, memory, []  # pending: an API-created connection finished auth; INITIAL_UPDATE follows
     if not memory.initial_done:
-        return "pending", memory, []
+        return PENDING, memory, []
     if not memory.history_requested:
-        return "ready", replace(memory, history_requested=True), [("backfill_history", {})]
-    decisions = [("resume_backfill_gap", {"paused_state": state})]
-    decisions += [("backfill_older", detail) for detail in memory.deferred_older]
-    return "ready", replace(memory, deferred_older=()), decisions
+        return READY, replace(memory, history_requested=True), [(DecisionKind.BACKFILL_HISTORY, {})]
+    decisions: Decided = [(DecisionKind.RESUME_BACKFILL_GAP, {"paused_state": state})]
+    decisions += [(DecisionKind.BACKFILL_OLDER, detail) for detail in memory.deferred_older]
+    return READY, replace(memory, deferred_older=()), decisions
 
 
 def _stale(memory: Memory, signal: Signal, reorder_window: timedelta) -> bool:
@@ -242,16 +253,14 @@ def _stale(memory: Memory, signal: Signal, reorder_window: timedelta) -> bool:
     return signal.received_at <= datetime.fromisoformat(memory.early_update_at) + reorder_window
 
 
-def _pause(
-    state: str, memory: Memory, signal: Signal, reorder_window: timedelta
-) -> tuple[str, Memory, list[tuple[str, dict]]]:
-    target = signal.kind
+def _pause(state: str, memory: Memory, signal: Signal, reorder_window: timedelta) -> tuple[str, Memory, Decided]:
+    target = ConnectionState(signal.kind)
     if state == target:
         return state, memory, []
     if _stale(memory, signal, reorder_window):
         log.info("ignoring a stale %s: it arrived right after a CONNECTION_UPDATED", target)
         return state, memory, []
-    decisions = [("pause", {"state": target, **signal.detail})] if state in LIVE_STATES else []
+    decisions: Decided = [(DecisionKind.PAUSE, {"state": str(target), **signal.detail})] if state in LIVE else []
     return target, memory, decisions
 
 
@@ -273,9 +282,9 @@ def event_signal(event: WebhookEvent) -> Signal | None:
         return Signal("disabled", at)
     if code == "CONNECTION_UPDATED":
         return Signal("updated", at)
-    prefix, _, _ = code.rpartition("_")
-    if prefix in _ENTITY_BY_PREFIX and code.endswith(_DATA_SUFFIXES):
-        return Signal("data", at, entity=_ENTITY_BY_PREFIX[prefix], detail={"code": code})
+    entity = entity_for_webhook(code)
+    if entity is not None:
+        return Signal("data", at, entity=entity.name, detail={"code": code})
     return None
 
 
@@ -391,7 +400,8 @@ def _apply_event(
         again = (
             [
                 Decision(
-                    d["kind"], event.connection_id, d.get("entity"), dict(d.get("detail") or {}), d["event"], d["seq"]
+                    DecisionKind(d["kind"]),
+                    event.connection_id, d.get("entity"), dict(d.get("detail") or {}), d["event"], d["seq"]
                 )
                 for d in memory.undelivered
                 if d["class"] == klass and delivered_through < d["event"] <= event.id
@@ -422,8 +432,8 @@ def _apply_event(
     return again + made
 
 
-def _status_step(state: str, memory: Memory, status: dict[str, Any]) -> tuple[str, Memory, list[tuple[str, dict]]]:
-    decided: list[tuple[str, dict]] = []
+def _status_step(state: str, memory: Memory, status: dict[str, Any]) -> tuple[str, Memory, Decided]:
+    decided: Decided = []
     for signal in status_signals(status, memory, state):
         state, memory, made = step(state, memory, signal)
         decided += made
@@ -478,28 +488,14 @@ def _lock(conn: psycopg.Connection[Any], connection_id: str) -> tuple[str, Memor
 def _save(
     conn: psycopg.Connection[Any], connection_id: str, before: str, after: str, memory: Memory, cause: str
 ) -> None:
-    conn.execute(
-        """
-        UPDATE rutter.connections SET state = %(after)s,
-            details = details || jsonb_build_object('lifecycle', %(memory)s::jsonb),
-            updated_at = CASE WHEN state <> %(after)s THEN now() ELSE updated_at END,
-            last_event_at = CASE WHEN state <> %(after)s THEN now() ELSE last_event_at END
-        WHERE connection_id = %(id)s
-        """,
-        {"after": after, "memory": Jsonb(memory.dump()), "id": connection_id},
-    )
-    if before != after:
-        conn.execute(
-            "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) VALUES (%s, %s, %s, %s)",
-            (connection_id, before, after, cause),
-        )
-        log.info("connection %s: %s -> %s (%s)", connection_id, before, after, cause)
+    registry.save_lifecycle(conn, connection_id, memory.dump())
+    registry.record_transition(conn, connection_id, before, after, cause)
 
 
-def _decisions(
-    connection_id: str, decided: list[tuple[str, dict]], entity: str | None, event_id: int = 0
-) -> list[Decision]:
+def _decisions(connection_id: str, decided: Decided, entity: str | None, event_id: int = 0) -> list[Decision]:
     return [
-        Decision(kind, connection_id, entity if kind == "incremental_sync" else None, dict(detail), event_id, seq)
+        Decision(
+            kind, connection_id, entity if kind == DecisionKind.INCREMENTAL_SYNC else None, dict(detail), event_id, seq
+        )
         for seq, (kind, detail) in enumerate(decided)
     ]

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from rutter_pipeline.warehouse.inbox import Stored, latest_event_id, mark_processed, read_events, store_event
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
+from rutter_pipeline.connections.inbox import Stored, latest_event_id, mark_processed, read_events, store_event
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline_tests.webhooks.helpers import CursorReader
 
 pytestmark = pytest.mark.postgres

@@ -16,7 +16,6 @@ inserts/s this way, against 500/s when inserts are serialized by an exclusive lo
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +25,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from rutter_pipeline.connections.registry import register_token
 from rutter_pipeline.warehouse.migrations import psycopg_url
-from rutter_pipeline.warehouse.tokens import token_cipher
-
-log = logging.getLogger(__name__)
 
 # Arbitrary but fixed key of the advisory lock between inbox writers and readers (module docstring).
 _INSERT_LOCK_KEY = 0x5275_7477  # "Rutw"
@@ -71,10 +68,7 @@ def store_event(
 
     ``payload`` must already be free of the access token. When ``access_token`` and
     ``connection_id`` are given, the token goes into ``rutter.connections`` in the same
-    transaction: a new connection is registered in state ``pending`` (the lifecycle, not the
-    receiver, moves states, so that each transition and its decisions are recorded once, by the
-    event that caused them); a known one gets its token updated and keeps its state; a removed
-    one stays removed and gets no token back (removal is an operator's decision).
+    transaction (:func:`registry.register_token`: a new connection is registered ``pending``).
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_INSERT_LOCK_KEY,))
@@ -88,44 +82,8 @@ def store_event(
             return Stored(id=None, duplicate=True)
         registered = False
         if access_token and connection_id:
-            registered = _register_token(conn, connection_id, access_token, code)
+            registered = register_token(conn, connection_id, access_token, f"webhook {code}: token received")
     return Stored(id=row[0], duplicate=False, registered=registered)
-
-
-def _register_token(conn: psycopg.Connection[Any], connection_id: str, access_token: str, code: str) -> bool:
-    """Upsert the token, encrypted (see :func:`store_event`); True when the connection is new.
-
-    Rutter repeats the token in every lifecycle webhook: an unchanged one keeps its stored ciphertext
-    (each encryption differs, Fernet's IV is random), so that a repeat changes nothing.
-    """
-    cipher = token_cipher()
-    known = conn.execute(
-        "SELECT token_ciphertext FROM rutter.connections WHERE connection_id = %s FOR UPDATE", (connection_id,)
-    ).fetchone()
-    if known and known[0] and cipher.decrypt(known[0], connection_id) == access_token:
-        ciphertext = known[0]
-    else:
-        ciphertext = cipher.encrypt(access_token)
-    row = conn.execute(
-        """
-        INSERT INTO rutter.connections (connection_id, token_ciphertext, state, last_event_at)
-        VALUES (%s, %s, 'pending', now())
-        ON CONFLICT (connection_id) DO UPDATE SET token_ciphertext = EXCLUDED.token_ciphertext, updated_at = now()
-            WHERE rutter.connections.state <> 'removed'
-              AND rutter.connections.token_ciphertext IS DISTINCT FROM EXCLUDED.token_ciphertext
-        RETURNING (xmax = 0) AS inserted
-        """,
-        (connection_id, ciphertext),
-    ).fetchone()
-    inserted = bool(row and row[0])
-    if inserted:
-        conn.execute(
-            "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) "
-            "VALUES (%s, NULL, 'pending', %s)",
-            (connection_id, f"webhook {code}: token received"),
-        )
-        log.info("connection %s registered from a %s webhook (state pending)", connection_id, code)
-    return inserted
 
 
 def read_events(url: str, after_id: int, limit: int = 1000) -> list[WebhookEvent]:

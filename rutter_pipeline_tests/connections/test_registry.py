@@ -7,7 +7,7 @@ import logging
 import psycopg
 import pytest
 
-from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRemoved, ConnectionRow, UnknownConnection
+from rutter_pipeline.connections.registry import ConnectionRegistry, ConnectionRemoved, ConnectionRow, UnknownConnection
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from rutter_pipeline.warehouse.registry import ConnectionRegistry, ConnectionRow, ImportResult, RegistryWriteError
+from rutter_pipeline.connections.registry import ConnectionRegistry, ConnectionRow, ImportResult, RegistryWriteError
 from rutter_pipeline.warehouse.tokens import token_cipher
 
 pytestmark = pytest.mark.postgres

@@ -6,6 +6,11 @@ connection ids only, and asks here for the token at run time. They are stored en
 decrypts on every read, so nothing else handles ciphertext. Every state change is recorded in
 ``rutter.connection_events`` (from, to, cause) so that an operator can see why a connection
 paused. A token never appears in a ``repr``, a log line or an error message.
+
+This module is the only writer of a connection's state and of its history: the operator's commands
+(:class:`ConnectionRegistry`), the webhook inbox's token registration (:func:`register_token`) and
+the lifecycle (:func:`record_transition`, :func:`save_lifecycle`) all write through it, the last two
+inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -23,15 +28,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from rutter_pipeline.connections.states import LIVE, ConnectionState
 from rutter_pipeline.warehouse.migrations import psycopg_url
 from rutter_pipeline.warehouse.tokens import TokenCipher, token_cipher
 
 log = logging.getLogger(__name__)
-
-STATES = ("pending", "ready", "needs_update", "disabled", "removed")
-# States in which schedules and sensors run syncs for a connection: the one definition of "live"
-# (the lifecycle's pause decisions, the schedules and the data webhook sensor all use it).
-LIVE_STATES = ("ready",)
 
 _COLUMNS = "connection_id, platform, state, token_ciphertext, created_at, updated_at, last_event_at, details"
 
@@ -67,7 +68,7 @@ class Connection:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.state in LIVE
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Merchant:
     platform: str | None
     store_name: str | None
     store_url: str | None = None
-    state: str = "ready"
+    state: str = ConnectionState.READY
 
 
 class RegistryWriteError(RuntimeError):
@@ -136,8 +137,9 @@ RETURNING c.connection_id, (c.xmax = 0) AS inserted
 
 
 def _check_state(state: str) -> None:
-    if state not in STATES:
-        raise ValueError(f"unknown connection state {state!r}; expected one of {', '.join(STATES)}")
+    if state not in set(ConnectionState):
+        expected = ", ".join(ConnectionState)
+        raise ValueError(f"unknown connection state {state!r}; expected one of {expected}")
 
 
 class ConnectionRegistry:
@@ -164,7 +166,7 @@ class ConnectionRegistry:
         connection_id: str,
         access_token: str,
         platform: str | None = None,
-        state: str = "ready",
+        state: str = ConnectionState.READY,
         *,
         details: dict[str, Any] | None = None,
         cause: str = "added",
@@ -193,7 +195,7 @@ class ConnectionRegistry:
                 (connection_id, self.cipher.encrypt(access_token), platform, state, Jsonb(details or {})),
             ).fetchone()
             if from_state != state:
-                self._record(conn, connection_id, from_state, state, cause)
+                _record_history(conn, connection_id, from_state, state, cause)
         log.info("connection %s registered (state %s)", connection_id, state)
         return self._connection(row)
 
@@ -328,13 +330,13 @@ class ConnectionRegistry:
                 """,
                 (connection_id,),
             )
-            if before != "removed":
-                self._record(conn, connection_id, before, "removed", cause)
+            if before != ConnectionState.REMOVED:
+                _record_history(conn, connection_id, before, ConnectionState.REMOVED, cause)
         log.info("connection %s removed", connection_id)
 
     def access_token(self, connection_id: str) -> str:
         connection = self.get(connection_id)
-        if connection.state == "removed" or not connection.access_token:
+        if connection.state == ConnectionState.REMOVED or not connection.access_token:
             raise ConnectionRemoved(f"connection {connection_id!r} was removed; it has no access token")
         return connection.access_token
 
@@ -343,16 +345,7 @@ class ConnectionRegistry:
         _check_state(state)
         with self._transaction() as conn:
             before = self._locked_state(conn, connection_id, must_exist=True)
-            if before == state:
-                return False
-            conn.execute(
-                "UPDATE rutter.connections SET state = %s, updated_at = now(), last_event_at = now() "
-                "WHERE connection_id = %s",
-                (state, connection_id),
-            )
-            self._record(conn, connection_id, before, state, cause)
-        log.info("connection %s: %s -> %s (%s)", connection_id, before, state, cause)
-        return True
+            return record_transition(conn, connection_id, before, state, cause)
 
     def history(self, connection_id: str) -> builtins.list[dict[str, Any]]:
         """The connection's state transitions, oldest first."""
@@ -445,11 +438,71 @@ class ConnectionRegistry:
             raise UnknownConnection(connection_id)
         return row["state"] if row else None
 
-    @staticmethod
-    def _record(
-        conn: psycopg.Connection[Any], connection_id: str, from_state: str | None, to_state: str, cause: str
-    ) -> None:
-        conn.execute(
-            "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) VALUES (%s, %s, %s, %s)",
-            (connection_id, from_state, to_state, cause),
-        )
+
+def record_transition(
+    conn: psycopg.Connection[Any], connection_id: str, from_state: str | None, to_state: str, cause: str
+) -> bool:
+    """Move a connection from ``from_state`` (read under a row lock) to ``to_state`` in the caller's
+    transaction, with its history row; False, writing nothing, when it is there already."""
+    if from_state == to_state:
+        return False
+    conn.execute(
+        "UPDATE rutter.connections SET state = %s, updated_at = now(), last_event_at = now() WHERE connection_id = %s",
+        (to_state, connection_id),
+    )
+    _record_history(conn, connection_id, from_state, to_state, cause)
+    log.info("connection %s: %s -> %s (%s)", connection_id, from_state, to_state, cause)
+    return True
+
+
+def save_lifecycle(conn: psycopg.Connection[Any], connection_id: str, memory: dict[str, Any]) -> None:
+    """Store what the lifecycle remembers beyond the state (``details['lifecycle']``), in the caller's transaction."""
+    conn.execute(
+        "UPDATE rutter.connections SET details = details || jsonb_build_object('lifecycle', %s::jsonb) "
+        "WHERE connection_id = %s",
+        (Jsonb(memory), connection_id),
+    )
+
+
+def register_token(conn: psycopg.Connection[Any], connection_id: str, access_token: str, cause: str) -> bool:
+    """Upsert a webhook's token, encrypted, in the caller's transaction; True when the connection is new.
+
+    A new connection is registered ``pending`` (the lifecycle, not the receiver, moves states, so that
+    each transition and its decisions are recorded once, by the event that caused them); a known one
+    keeps its state; a removed one stays removed and gets no token back (removal is an operator's
+    decision). Rutter repeats the token in every lifecycle webhook: an unchanged one keeps its stored
+    ciphertext (each encryption differs, Fernet's IV is random), so that a repeat changes nothing.
+    """
+    cipher = token_cipher()
+    known = conn.execute(
+        "SELECT token_ciphertext FROM rutter.connections WHERE connection_id = %s FOR UPDATE", (connection_id,)
+    ).fetchone()
+    if known and known[0] and cipher.decrypt(known[0], connection_id) == access_token:
+        ciphertext = known[0]
+    else:
+        ciphertext = cipher.encrypt(access_token)
+    row = conn.execute(
+        """
+        INSERT INTO rutter.connections (connection_id, token_ciphertext, state, last_event_at)
+        VALUES (%s, %s, 'pending', now())
+        ON CONFLICT (connection_id) DO UPDATE SET token_ciphertext = EXCLUDED.token_ciphertext, updated_at = now()
+            WHERE rutter.connections.state <> 'removed'
+              AND rutter.connections.token_ciphertext IS DISTINCT FROM EXCLUDED.token_ciphertext
+        RETURNING (xmax = 0) AS inserted
+        """,
+        (connection_id, ciphertext),
+    ).fetchone()
+    inserted = bool(row and row[0])
+    if inserted:
+        _record_history(conn, connection_id, None, ConnectionState.PENDING, cause)
+        log.info("connection %s registered (state pending): %s", connection_id, cause)
+    return inserted
+
+
+def _record_history(
+    conn: psycopg.Connection[Any], connection_id: str, from_state: str | None, to_state: str, cause: str
+) -> None:
+    conn.execute(
+        "INSERT INTO rutter.connection_events (connection_id, from_state, to_state, cause) VALUES (%s, %s, %s, %s)",
+        (connection_id, from_state, to_state, cause),
+    )

@@ -12,12 +12,20 @@ import orjson
 import psycopg
 import pytest
 
+from rutter_pipeline.connections import lifecycle
+from rutter_pipeline.connections.inbox import WebhookEvent, read_events, store_event
+from rutter_pipeline.connections.lifecycle import (
+    Decision,
+    Memory,
+    Signal,
+    apply_event,
+    apply_events,
+    apply_status,
+    step,
+)
+from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.rutter import RutterClient
 from rutter_pipeline.sandbox import SandboxHandle
-from rutter_pipeline.warehouse import lifecycle
-from rutter_pipeline.warehouse.inbox import WebhookEvent, read_events, store_event
-from rutter_pipeline.warehouse.lifecycle import Decision, Memory, Signal, apply_event, apply_events, apply_status, step
-from rutter_pipeline.warehouse.registry import ConnectionRegistry
 
 pytestmark = pytest.mark.postgres
 
