@@ -42,6 +42,9 @@ DEPS_LINE = "# dependencies-sha256: "  # the lock's first line: what pyproject.t
 def ensure_python() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself may be started by an older python3
         sys.exit(f"rutter-pipeline needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+
+
+def create_venv() -> None:
     if not PY.exists():
         print(f"creating virtualenv in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -70,6 +73,7 @@ def ensure_venv() -> None:
             f"{LOCK.relative_to(ROOT)} does not match the dependencies in pyproject.toml: "
             "run `python3 dev.py lock` and commit the new lock with the change"
         )
+    create_venv()
     want = hashlib.sha256(PYPROJECT.read_bytes() + lock).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == want:
         return
@@ -87,6 +91,7 @@ def make_lock(args: list[str]) -> int:
     resolution). Versions already in the lock are kept where they still fit; ``--upgrade`` (passed on
     to uv) moves everything to the newest allowed."""
     ensure_python()
+    create_venv()
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", LOCK_TOOL], check=True)
     LOCK.parent.mkdir(exist_ok=True)
