@@ -1,6 +1,6 @@
 """Scale benchmark: the Dagster side of N connections with two years of history, on PostgreSQL.
 
-What ``shared/reference/dagster-scale-study.md`` measured for the old day x connection shape,
+What ``docs/reference/dagster-scale-study.md`` measured for the old day x connection shape,
 measured again for whatever shape ``rutter_pipeline.defs.partitions.ingest_partitions()`` builds
 (the project is imported for its partition definition and its ``Definitions`` only, so the script
 runs on either shape):

@@ -7,7 +7,7 @@ loader and the Dagster factory each have one generic code path. A new entity is 
 Typed columns are the fields Rutter marks required (plus a few optional ones an underwriting model
 reads); every other field of a record lands in the ``extra`` JSONB column, so the typed columns,
 ``extra`` and the child tables together give back the record as received (docs/architecture.md §4.4).
-Field facts come from Rutter's 2023-03-14 spec (../shared/reference/rutter-api-facts.md §4).
+Field facts come from Rutter's 2023-03-14 spec (docs/reference/rutter-api-facts.md §4).
 """
 
 from __future__ import annotations

@@ -128,13 +128,13 @@ class RutterClient:
         ``ProtocolError`` on a missing envelope or ``next_cursor`` key, a repeated cursor or a
         record outside the filters; ``ProductNotReady`` while the connection's initial sync runs.
         """
-        filters = {
+        given = {
             "created_at_min": created_at_min,
             "created_at_max": created_at_max,
             "updated_at_min": updated_at_min,
             "updated_at_max": updated_at_max,
         }
-        filters = {k: v for k, v in filters.items() if v is not None}
+        filters = {k: v for k, v in given.items() if v is not None}
         if not spec.created_at_filter and ("created_at_min" in filters or "created_at_max" in filters):
             raise ValueError(f"{spec.endpoint} has no created_at filter; use iter_created or updated_at")
         params: dict[str, Any] = {

@@ -12,9 +12,21 @@ event logs, Sentry and terminals, and must never carry an access token or the cl
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 import orjson
 
 from rutter_pipeline.rutter.redact import redact
+
+
+class ErrorFields(TypedDict, total=False):
+    """The keyword arguments of ``RutterError``, which its subclasses pass on."""
+
+    status: int | None
+    error_type: str | None
+    error_code: str | None
+    request_id: str | None
+    url: str | None
 
 
 class RutterError(Exception):
@@ -91,9 +103,9 @@ class RateLimited(RutterError):
     retryable = True
     advice = "Rutter's rate limit was hit; lower RUTTER_MAX_REQUESTS_PER_10S if this persists."
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Unpack[ErrorFields]) -> None:
         self.retry_after = retry_after
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class ServerError(RutterError):
@@ -118,9 +130,9 @@ class ProtocolError(RutterError):
 
     advice = "The response broke Rutter's contract; the fetch was stopped rather than risk missing records."
 
-    def __init__(self, message: str, *, retryable: bool = False, **kwargs: object) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, **kwargs: Unpack[ErrorFields]) -> None:
         self.retryable = retryable
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(message, **kwargs)
 
 
 class RetriesExhausted(RutterError):
@@ -199,7 +211,7 @@ def error_from_response(
     get = getattr(headers, "get", lambda _k: None)
     cls = error_class(status, error_code)
     text = f"Rutter answered {status} to {method}: {message or 'no error message'}"
-    kwargs: dict[str, object] = {
+    fields: ErrorFields = {
         "status": status,
         "error_type": error_type,
         "error_code": error_code,
@@ -207,8 +219,8 @@ def error_from_response(
         "url": url,
     }
     if cls is RateLimited:
-        kwargs["retry_after"] = parse_retry_after(get("Retry-After"))
-    return cls(text, **kwargs)  # type: ignore[arg-type]
+        return RateLimited(text, retry_after=parse_retry_after(get("Retry-After")), **fields)
+    return cls(text, **fields)
 
 
 def _str_or_none(value: object) -> str | None:

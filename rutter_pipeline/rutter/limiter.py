@@ -119,7 +119,7 @@ class RequestLimiter:
                 else None
             )
         except Exception as exc:
-            error = RateLimiterUnavailable(
+            error: RateLimiterUnavailable | None = RateLimiterUnavailable(
                 f"cannot set up the rate limit in {self.backend.describe()}: {type(exc).__name__}: {exc}"
             )
         else:
@@ -157,7 +157,7 @@ class RequestLimiter:
             try:
                 acquired = limiter.try_acquire(name, blocking=True, timeout=_SLICE_S)
             except Exception as exc:  # the shared store failed (PostgreSQL or Redis down)
-                error = RateLimiterUnavailable(
+                error: RateLimiterUnavailable | None = RateLimiterUnavailable(
                     f"rate limit store {self.backend.describe()} failed: {type(exc).__name__}: {exc}"
                 )
             else:

@@ -30,6 +30,7 @@ import hmac
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -77,7 +78,7 @@ class DropConnection(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_send = scope.get(RAW_SEND_KEY)
-        cycle = getattr(raw_send, "__self__", None)
+        cycle: Any = getattr(raw_send, "__self__", None)  # uvicorn's private RequestResponseCycle
         transport = getattr(cycle, "transport", None)
         if transport is not None and hasattr(cycle, "disconnected"):
             transport.close()
@@ -89,7 +90,7 @@ class DropConnection(Response):
         raise ConnectionAbortedError("sandbox fault: dropped connection")
 
 
-Handler = Callable[[Request, Connection | None], Response]
+Handler = Callable[[Request, Connection], Response]  # a scoped endpoint: the access_token's connection
 
 
 class RutterApi:
@@ -101,20 +102,22 @@ class RutterApi:
         self._request_ids = itertools.count(1)
 
     def routes(self) -> list[Route]:
-        table: list[tuple[str, Handler, bool]] = [
-            ("/connections", self.list_connections, False),
-            ("/connections/access_token", self.fetch_connection, True),
-            ("/connections/status", self.connection_status, True),
-            ("/store", self.store, True),
+        table: list[tuple[str, Callable[[Request], Response]]] = [
+            ("/connections", self.list_connections),
+            ("/connections/access_token", self._scoped(self.fetch_connection)),
+            ("/connections/status", self._scoped(self.connection_status)),
+            ("/store", self._scoped(self.store)),
         ]
         for entity in ENDPOINTS:
-            table.append((f"/{entity}", self._list_handler(entity), True))
+            table.append((f"/{entity}", self._scoped(self._list_handler(entity))))
             if ENDPOINTS[entity].single_envelope:
-                table.append((f"/{entity}/{{id}}", self._get_handler(entity), True))
-        return [Route(f"/versioned{path}", self._endpoint(path, handler, scoped), methods=["GET"])
-                for path, handler, scoped in table]
+                table.append((f"/{entity}/{{id}}", self._scoped(self._get_handler(entity))))
+        return [Route(f"/versioned{path}", self._endpoint(path, handler), methods=["GET"]) for path, handler in table]
 
-    def _endpoint(self, template: str, handler: Handler, scoped: bool):
+    def _scoped(self, handler: Handler) -> Callable[[Request], Response]:
+        return lambda request: handler(request, self._connection(request))
+
+    def _endpoint(self, template: str, handler: Callable[[Request], Response]):
         async def endpoint(request: Request) -> Response:
             self.sb.last_request_at = time.monotonic()
             decision = self.faults.decide(template, has_cursor=bool(request.query_params.get("cursor")))
@@ -126,7 +129,7 @@ class RutterApi:
             try:
                 if decision.status is not None:
                     raise self._injected(decision.status, decision.retry_after)
-                response = self._handle(request, handler, scoped)
+                response = self._handle(request, handler)
             except ApiError as exc:
                 response = exc.response()
             if decision.truncate and response.status_code == 200:
@@ -146,7 +149,7 @@ class RutterApi:
         return ApiError(status, "SERVER_ERROR", SERVER_ERRORS.get(status, "INTERNAL_SERVER_ERROR"),
                         f"Upstream error {status} (injected by the sandbox).")
 
-    def _handle(self, request: Request, handler: Handler, scoped: bool) -> Response:
+    def _handle(self, request: Request, handler: Callable[[Request], Response]) -> Response:
         headers = request.headers
         if not self._authorized(headers.get("authorization")):
             raise ApiError(401, "CONNECTION_ERROR", "INVALID_CREDENTIALS",
@@ -159,15 +162,17 @@ class RutterApi:
             raise invalid("The X-Rutter-Version header is required (e.g. 2023-03-14).", "MISSING_VERSION_HEADER")
         if version not in API_VERSIONS:
             raise invalid(f"Unknown X-Rutter-Version {version!r}.", "INVALID_VERSION")
-        conn = None
-        if scoped:
-            token = request.query_params.get("access_token")
-            if not token:
-                raise invalid("The access_token query parameter is required.", "MISSING_ACCESS_TOKEN")
-            conn = self.sb.by_token.get(token)
-            if conn is None:
-                raise ApiError(401, "CONNECTION_ERROR", "INVALID_CREDENTIALS", "Unknown access_token.")
-        return handler(request, conn)
+        return handler(request)
+
+    def _connection(self, request: Request) -> Connection:
+        """The connection of a scoped request's access_token (checked after the credentials and version)."""
+        token = request.query_params.get("access_token")
+        if not token:
+            raise invalid("The access_token query parameter is required.", "MISSING_ACCESS_TOKEN")
+        conn = self.sb.by_token.get(token)
+        if conn is None:
+            raise ApiError(401, "CONNECTION_ERROR", "INVALID_CREDENTIALS", "Unknown access_token.")
+        return conn
 
     def _authorized(self, header: str | None) -> bool:
         if header is None:
@@ -192,16 +197,16 @@ class RutterApi:
         return Response(orjson.dumps(doc), 200, media_type=JSON)
 
     # handlers ---------------------------------------------------------------------------------------
-    def list_connections(self, request: Request, conn: Connection | None) -> Response:
+    def list_connections(self, request: Request) -> Response:
         return self._json({"connections": [c.list_item() for c in self.sb.connections.values()]})
 
-    def fetch_connection(self, request: Request, conn: Connection | None) -> Response:
+    def fetch_connection(self, request: Request, conn: Connection) -> Response:
         return self._json(conn.fetch_payload(self.sb.now_ms))
 
-    def connection_status(self, request: Request, conn: Connection | None) -> Response:
+    def connection_status(self, request: Request, conn: Connection) -> Response:
         return self._json(conn.status_payload(self.sb.now_ms))
 
-    def store(self, request: Request, conn: Connection | None) -> Response:
+    def store(self, request: Request, conn: Connection) -> Response:
         self._check_state(conn, False)
         return self._json({"connection": conn.envelope(), "store": conn.merchant.store()})
 
@@ -209,7 +214,7 @@ class RutterApi:
         endpoint = ENDPOINTS[entity]
         envelope_key = f',"{endpoint.envelope}":['.encode()
 
-        def handle(request: Request, conn: Connection | None) -> Response:
+        def handle(request: Request, conn: Connection) -> Response:
             try:
                 q = parse_list_query(endpoint, request.query_params, conn.id)
             except BadRequest as exc:
@@ -237,7 +242,7 @@ class RutterApi:
     def _get_handler(self, entity: str) -> Handler:
         endpoint = ENDPOINTS[entity]
 
-        def handle(request: Request, conn: Connection | None) -> Response:
+        def handle(request: Request, conn: Connection) -> Response:
             force = request.query_params.get("force_fetch") == "true"
             self._check_state(conn, endpoint.force_fetch and force)
             now = self.sb.now_ms

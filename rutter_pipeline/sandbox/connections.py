@@ -76,7 +76,7 @@ class Connection:
 
     def next_deadline(self) -> int | None:
         """The next simulated instant at which this connection's sync state changes by itself."""
-        if not self.ready:
+        if self.ready_ms is None:  # not ready
             return self.created_ms + self.initial_sync_ms
         if self.batches and self.batches_done < len(self.batches):
             return self.ready_ms + self.batches_done * self.batch_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import requests
 
@@ -17,7 +18,7 @@ class SandboxControl:
         self._session = requests.Session()
 
     def _call(self, method: str, path: str, *, json: dict | None = None, params: dict | None = None,
-              timeout: float = 60) -> object:
+              timeout: float = 60) -> Any:
         resp = self._session.request(method, f"{self.root_url}/_sandbox{path}", json=json, params=params,
                                      timeout=timeout)
         if resp.status_code != 200:

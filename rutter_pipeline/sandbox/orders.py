@@ -27,13 +27,14 @@ from rutter_pipeline.sandbox.customers import (
     MAX_UPDATE_DAYS,
     MAX_UPDATE_MS,
     PLATFORM_ID,
+    CustomerDay,
     Identity,
     order_customer,
 )
 from rutter_pipeline.sandbox.fakedata import ri
 from rutter_pipeline.sandbox.ids import FULFILMENT_SUFFIXES, LINE_SUFFIXES
 from rutter_pipeline.sandbox.products import TAG_SETS
-from rutter_pipeline.sandbox.records import SUPERSEDED, Backlog, LazyDay, Rec, tight
+from rutter_pipeline.sandbox.records import SUPERSEDED, Backlog, DayData, LazyDay, Rec, tight
 from rutter_pipeline.sandbox.timefmt import DAY_MS, HMS, HOUR_MS, MILLIS, MINUTE_MS, iso_ms
 from rutter_pipeline.sandbox.transactions import TxSpec, tx_spec
 
@@ -60,7 +61,7 @@ class OrderDay:
 
     __slots__ = ("_tx", "data")
 
-    def __init__(self, data: LazyDay, tx: dict[int, list[TxSpec]]) -> None:
+    def __init__(self, data: DayData, tx: dict[int, list[TxSpec]]) -> None:
         self.data = data
         self._tx = tx
 
@@ -75,7 +76,9 @@ def make_order_day(m: Merchant, day: int, backlog: Backlog | None = None) -> Ord
     uuid = m.codec.uuid
     # (time, id, customer-day, customer index): first orders of today's new customers, then repeat orders
     today = m.customer_day(day)
-    entries = [(ts[0], uuid(today.order_bits[i][0], day), today, i) for i, ts in enumerate(today.times)]
+    entries: list[tuple[int, str, CustomerDay | None, int]] = [
+        (ts[0], uuid(today.order_bits[i][0], day), today, i) for i, ts in enumerate(today.times)
+    ]
     for d in range(max(m.p.first_day, day - MAX_UPDATE_DAYS), day + 1):
         cday = m.customer_day(d)
         entries.extend([(t, uuid(cday.order_bits[i][k], day), cday, i) for t, i, k in cday.repeats.get(day, ())])
@@ -161,7 +164,7 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
         total = subtotal - discount + tax + shipping
         if who is None:  # a guest checkout
             first, last = fd.person(rng)
-            address = fd.address(rng, first, last, None if r() < 0.5 else fd.phone(rng))
+            address: dict | orjson.Fragment = fd.address(rng, first, last, None if r() < 0.5 else fd.phone(rng))
             customer = customer_pid = None
         else:
             customer_pid, address, customer = who[PLATFORM_ID], who[ADDRESS], order_customer(who, created_iso)
@@ -217,7 +220,7 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
         fate = 1.0 if failed else r()
         if fate < 0.02:  # cancelled and refunded before fulfilment
             when = min(horizon, pay_time + 10 * MINUTE_MS + int(r() * (2 * DAY_MS - 10 * MINUTE_MS)))
-            patch = {"status": "cancelled", "payment_status": "refunded"}
+            patch: dict[str, object] = {"status": "cancelled", "payment_status": "refunded"}
             if shopify:
                 patch["cancelled_at"] = iso_ms(when)
             events.append((when, patch))
@@ -272,10 +275,10 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
             static.update(state)
             return oid, created, tuple(times), tight(_dumps(static)), ()
         tails = [_dumps(state).replace(b"{", b",", 1) if current <= 0 else SUPERSEDED]
-        for v, (_, change) in enumerate(events, 1):
+        for version, (_, change) in enumerate(events, 1):
             state.update(change)
-            if v >= current:
-                state["updated_at"] = iso_ms(times[v])
+            if version >= current:
+                state["updated_at"] = iso_ms(times[version])
                 tails.append(_dumps(state).replace(b"{", b",", 1))
             else:
                 tails.append(SUPERSEDED)

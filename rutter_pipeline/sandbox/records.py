@@ -30,6 +30,7 @@ import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import orjson
 
@@ -38,7 +39,12 @@ from rutter_pipeline.sandbox.gcpolicy import generating
 # (key, created_ms, times, head, tails). ``key`` is the unique sort tie-breaker within (connection,
 # entity): the id, unless the id is null. Empty ``tails``: ``head`` is the whole JSON of the final version.
 Rec = tuple[str, int, tuple[int, ...], bytes, tuple[bytes, ...]]
-KEY, CREATED, TIMES, HEAD, TAILS = range(5)
+# Final literals, not ``range(5)``: a type checker then knows the type of each field a constant reads.
+KEY: Final = 0
+CREATED: Final = 1
+TIMES: Final = 2
+HEAD: Final = 3
+TAILS: Final = 4
 SUPERSEDED = b""  # the tail of a version superseded before its record was generated
 
 
@@ -154,6 +160,7 @@ class LazyDay(DayData):
         if len(self.recs) >= n:
             return
         before = len(self.recs)
+        assert self._fill is not None  # only a complete day drops it, and that returned above
         with generating():  # see gcpolicy
             self._fill(self.recs, n)
         if self.complete:

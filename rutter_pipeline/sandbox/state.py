@@ -10,6 +10,7 @@ import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
@@ -26,6 +27,10 @@ from rutter_pipeline.sandbox.query import ENDPOINTS, ListQuery, select
 from rutter_pipeline.sandbox.records import CREATED, HEAD, TAILS, Backlog, Rec, version_at
 from rutter_pipeline.sandbox.timefmt import MINUTE_MS, day_of, to_ms
 from rutter_pipeline.sandbox.webhooks import WebhookSender
+
+if TYPE_CHECKING:  # prewarm imports this module
+    from rutter_pipeline.sandbox.prewarm import Prewarmer
+    from rutter_pipeline.sandbox.readahead import ReadAhead
 
 BIG_MERCHANT_ORDERS_PER_DAY = 3000  # ~1.1 million orders a year
 ACTIONS = ("needs_update", "disable", "reconnect", "complete_initial_sync")
@@ -54,8 +59,8 @@ class Sandbox:
         self.fault_stats: Counter[str] = Counter()
         self.limiter = Limiter(InMemoryBucket([Rate(config.rate_limit_per_10s, Duration.SECOND * 10)]))
         self.started = time.time()
-        self.prewarmer = None  # set by build_app when prewarming is on (reported in stats)
-        self.read_ahead = None  # set by build_app when read-ahead is on (reported in stats)
+        self.prewarmer: Prewarmer | None = None  # set by build_app when prewarming is on (reported in stats)
+        self.read_ahead: ReadAhead | None = None  # set by build_app when read-ahead is on (reported in stats)
         self.last_request_at = 0.0  # time.monotonic() of the last Rutter-surface request (prewarm backs off)
         self.webhooks = WebhookSender(
             url=config.webhook_url, secret=config.client_secret, retry_base=config.webhook_retry_base_seconds,

@@ -47,7 +47,7 @@ class TextDtype(pandas_engine.STRING):
     dtype says everything.
     """
 
-    def check(self, pandera_dtype: Any, data_container: Any = None) -> bool:  # type: ignore[override]
+    def check(self, pandera_dtype: Any, data_container: Any = None) -> bool:
         try:
             resolved = pandas_engine.Engine.dtype(pandera_dtype)
         except TypeError:
@@ -58,7 +58,7 @@ class TextDtype(pandas_engine.STRING):
 _ANNOTATIONS: dict[PgType, Any] = {
     "numeric": Series[float],
     "text": Series[TextDtype],
-    "boolean": Series[BOOLEAN_DTYPE],  # type: ignore[valid-type]
+    "boolean": Series[BOOLEAN_DTYPE],  # type: ignore[valid-type]  # pandera takes a dtype instance here
     "timestamptz": Series[pandas_engine.DateTime],
 }
 

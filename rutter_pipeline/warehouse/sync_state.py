@@ -41,4 +41,5 @@ def set_watermark(url: str, connection_id: str, entity: str, watermark: datetime
             """,
             (connection_id, entity, watermark),
         ).fetchone()
-    return row[0]  # type: ignore[index]
+    assert row is not None  # an upsert with RETURNING returns the row it wrote
+    return row[0]

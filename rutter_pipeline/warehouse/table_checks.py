@@ -75,16 +75,16 @@ def scope_counts(url: str, spec: EntitySpec, connection_id: str, start: date, en
         ):
             rows_by_day[d] = n
             distinct += k  # a key has one created_at, so one day: distinct per day adds up
-        landed_by_day = dict(
+        landed_by_day: dict[date, int] = dict(
             conn.execute(
                 "SELECT day, landed FROM rutter.load_log "
                 "WHERE connection_id = %s AND entity = %s AND day BETWEEN %s AND %s AND status = 'loaded'",
                 (connection_id, spec.name, start, end),
             ).fetchall()
         )
-        (connection_rows,) = conn.execute(
-            f"SELECT count(*) FROM {table} WHERE connection_id = %s", (connection_id,)
-        ).fetchone()  # type: ignore[misc]
+        count = conn.execute(f"SELECT count(*) FROM {table} WHERE connection_id = %s", (connection_id,)).fetchone()
+        assert count is not None  # an aggregate without GROUP BY returns one row
+        (connection_rows,) = count
         differing = sorted(d for d, n in landed_by_day.items() if rows_by_day.get(d, 0) != n)
         short = [d for d in differing if rows_by_day.get(d, 0) < landed_by_day[d]]
         distinct_landed = _distinct_landed(conn, spec, connection_id, short) if short else {}

@@ -331,7 +331,9 @@ def refresh_merchant_health(
     """
     _utc(conn)
     conn.execute(_LOCK_SQL, (MERCHANT_HEALTH, ""))
-    as_of, db_today = conn.execute("SELECT now(), current_date").fetchone()  # type: ignore[misc]
+    clock = conn.execute("SELECT now(), current_date").fetchone()
+    assert clock is not None  # a SELECT without FROM returns one row
+    as_of, db_today = clock
     yesterday = (today or db_today) - timedelta(days=1)
     expected = max(0, (yesterday - history_start).days + 1)
     conn.execute("DELETE FROM marts.merchant_health")

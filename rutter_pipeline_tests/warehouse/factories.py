@@ -1,6 +1,6 @@
 """Realistic Rutter records for the warehouse tests, shaped like Rutter's 2023-03-14 schemas.
 
-Shapes follow ../shared/reference/rutter-api-facts.md §4 (Order with addresses, embedded customer,
+Shapes follow docs/reference/rutter-api-facts.md §4 (Order with addresses, embedded customer,
 fulfillments, refunds whose amounts are strings, line items; Product with variants; commerce
 Customer; OrderTransaction). Values are random but seeded, so a test is repeatable; money has
 cents (floats, as Rutter sends JSON numbers) and timestamps have milliseconds and a ``Z``.
