@@ -10,7 +10,6 @@ keeps a cursor per class), so a data event on a ``pending`` connection moves it 
 """
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +27,7 @@ from rutter_pipeline.defs.batches import (
     incremental_sync_job,
 )
 from rutter_pipeline.defs.jobs import ingest_job
+from rutter_pipeline.defs.loading import current_settings
 from rutter_pipeline.defs.partitions import CONNECTIONS, month_end
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS
@@ -41,12 +41,9 @@ EVENTS_PER_TICK = 500
 MAX_RUNS_PER_TICK = 50
 WILL_RETRY_TAG = "dagster/will_retry"
 DATA_PREFIXES = tuple(f"{spec.webhook_prefix}_" for spec in ENTITIES.values())
-# Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
-# longer than the max wait, before syncing a connection.
-DEBOUNCE_QUIET_SECONDS = int(os.environ.get("RUTTER_WEBHOOK_DEBOUNCE_SECONDS") or 60)
-DEBOUNCE_MAX_WAIT_SECONDS = 5 * DEBOUNCE_QUIET_SECONDS
-# How often the inbox sensors look (the demo and tests shorten it).
-INBOX_INTERVAL_SECONDS = int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15)
+# Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell
+# (RUTTER_WEBHOOK_DEBOUNCE_SECONDS), but never longer than this many of them, before syncing a connection.
+DEBOUNCE_MAX_WAIT_FACTOR = 5
 
 
 def _today() -> date:
@@ -107,11 +104,13 @@ def decision_requests(
     if decision.kind == "add_partition":
         return [], [conn]
     if decision.kind == "backfill_history":
-        return range_run_requests(conn, start, today, reason="history", key=key), []
+        months = settings.backfill_months_per_run
+        return range_run_requests(conn, start, today, reason="history", key=key, months_per_run=months), []
     if decision.kind == "backfill_older":
         first = load_log.first_day_with_records(url, conn, ORDERS.name)
         older, newest = older_range(decision.detail, start, today, first)
-        return range_run_requests(conn, older, newest, reason="historical", key=key), []
+        months = settings.backfill_months_per_run
+        return range_run_requests(conn, older, newest, reason="historical", key=key, months_per_run=months), []
     if decision.kind == "resume_backfill_gap":
         # Records created while paused are in the gap; records of older days updated meanwhile come
         # with an incremental sync from the watermark.
@@ -122,7 +121,10 @@ def decision_requests(
             run_config=incremental_run_config([conn]),
             tags={"rutter/connection": conn, "rutter/trigger": "resume"},
         )
-        return [*range_run_requests(conn, gap_start, today, reason="gap", key=key), catch_up], []
+        gap = range_run_requests(
+            conn, gap_start, today, reason="gap", key=key, months_per_run=settings.backfill_months_per_run
+        )
+        return [*gap, catch_up], []
     if decision.kind == "incremental_sync":
         # Not debounced: the data webhook sensor debounces its own (it never calls this for them).
         return [
@@ -188,14 +190,35 @@ def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: s
     )
 
 
-@dg.sensor(
-    jobs=[ingest_job, incremental_sync_job],
-    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reads Rutter's lifecycle webhooks from the inbox (rutter.webhook_events) and reacts.",
-)
-def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    settings = Settings.from_env()
+def build_inbox_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """The two sensors that read the webhook inbox, as often as RUTTER_SENSOR_INTERVAL_SECONDS says."""
+    quiet = settings.webhook_debounce_seconds
+    lifecycle_sensor = dg.sensor(
+        name="connection_lifecycle_sensor",
+        jobs=[ingest_job, incremental_sync_job],
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reads Rutter's lifecycle webhooks from the inbox (rutter.webhook_events) and reacts.",
+    )(connection_lifecycle)
+    data_sensor = dg.sensor(
+        name="data_webhook_sensor",
+        jobs=[incremental_sync_job, ingest_job],
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "ORDER_/PRODUCT_/CUSTOMER_/TRANSACTION_ webhooks -> an incremental sync of that connection, debounced: "
+            f"after {quiet}s without new events, or {DEBOUNCE_MAX_WAIT_FACTOR * quiet}s after the first."
+        ),
+    )(data_webhooks)
+    return [lifecycle_sensor, data_sensor]
+
+
+def connection_lifecycle(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
+    """The body of ``connection_lifecycle_sensor``."""
     url = warehouse.resolved_url
     registry = warehouse.registry()
     after = int(context.cursor or 0)
@@ -238,8 +261,12 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
         "same lifecycle as the webhooks (turn it on in the UI)."
     ),
 )
-def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterResource, warehouse: WarehouseResource):
-    settings = Settings.from_env()
+def connection_poll_sensor(
+    context: dg.SensorEvaluationContext,
+    rutter: RutterResource,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
     url = warehouse.resolved_url
     registry = warehouse.registry()
     client = rutter.client()
@@ -269,16 +296,12 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
     return _result(runs, partitions, tick, context.instance, "no connection changed state")
 
 
-@dg.sensor(
-    jobs=[incremental_sync_job, ingest_job],
-    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "ORDER_/PRODUCT_/CUSTOMER_/TRANSACTION_ webhooks -> an incremental sync of that connection, debounced: "
-        f"after {DEBOUNCE_QUIET_SECONDS}s without new events, or {DEBOUNCE_MAX_WAIT_SECONDS}s after the first."
-    ),
-)
-def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+def data_webhooks(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
+    """The body of ``data_webhook_sensor``."""
     url = warehouse.resolved_url
     state = json.loads(context.cursor) if context.cursor else {"after": 0, "pending": {}}
     pending: dict[str, dict] = state["pending"]
@@ -296,7 +319,6 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
     registry = warehouse.registry()
-    settings = Settings.from_env()
     # The debounce state is this cursor: a tick that dies after applying events loses it, so the
     # lifecycle hands the decisions of events past the stored cursor out again (lifecycle rule 8).
     ordered = sorted(newest.values(), key=lambda e: e.id)
@@ -317,8 +339,8 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     live = {c.connection_id for c in registry.list(states=LIVE_STATES)}
     due: dict[str, dict] = {}
     for connection_id, slot in list(pending.items()):
-        quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS
-        overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_SECONDS
+        quiet = now - slot["last"] >= settings.webhook_debounce_seconds
+        overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_FACTOR * settings.webhook_debounce_seconds
         if not (quiet or overdue):
             continue
         del pending[connection_id]
@@ -346,7 +368,7 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     monitor_all_code_locations=False,
     description="Run failures (including failed schema checks) to Sentry when SENTRY_DSN is set, else to the log.",
 )
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext, settings: dg.ResourceParam[Settings]) -> None:
     run = context.dagster_run
     # Page once per run, for its last attempt: the daemon retries a failed run (dagster.yaml run_retries)
     # and marks the attempts it will retry; a retry that succeeds needs no one.
@@ -379,5 +401,12 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
                 f"{' for ' + evaluation.partition if evaluation.partition else ''}: {evaluation.description or ''}"
             )
     message = "\n".join(details) or context.failure_event.message or "run failed"
-    where = send_alert(f"rutter-pipeline run failed: {run.job_name}", message, tags, dsn=Settings.from_env().sentry_dsn)
+    where = send_alert(f"rutter-pipeline run failed: {run.job_name}", message, tags, dsn=settings.sentry_dsn)
     context.log.info("alert sent to %s for run %s", where, run.run_id)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        sensors=[*build_inbox_sensors(current_settings()), connection_poll_sensor, run_failure_alert_sensor],
+    )
