@@ -33,12 +33,12 @@ pytestmark = pytest.mark.postgres
 
 ENTITIES = (ORDERS, TRANSACTIONS)
 # Small pages: a day of a dozen orders becomes a dozen requests, enough for a 30% rate to hit often.
-PAGE_LIMIT = "3"
+PAGE_LIMIT = 3
 
 
 @pytest.fixture
-def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUTTER_PAGE_LIMIT", PAGE_LIMIT)
+def small_pages(pipeline: Pipeline) -> None:
+    pipeline.configure(page_limit=PAGE_LIMIT)
 
 
 # The client's retry policy as deployed, with a shorter first backoff so that the suite stays quick.
