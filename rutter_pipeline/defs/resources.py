@@ -1,8 +1,9 @@
 """Resources: the Settings, the Rutter client and the warehouse (docs/architecture.md §4.1).
 
 Secrets stay out of run config: the org credentials are ``EnvVar``s (Dagster shows the variable's
-name, never its value), the warehouse URL is read from the environment when the run starts, and
-access tokens are read from the connection registry inside the run.
+name, never its value), the warehouse URL is resolved from the Settings inside the run (the Settings
+resource is a plain object, which Dagster shows no config of), and access tokens are read from the
+connection registry inside the run.
 """
 
 from functools import cached_property

@@ -100,16 +100,14 @@ def decision_requests(
     """Run requests and new partition keys for one lifecycle decision."""
     conn = decision.connection_id
     today = _today()
-    start = settings.history_start
+    start, months = settings.history_start, settings.backfill_months_per_run
     if decision.kind == "add_partition":
         return [], [conn]
     if decision.kind == "backfill_history":
-        months = settings.backfill_months_per_run
         return range_run_requests(conn, start, today, reason="history", key=key, months_per_run=months), []
     if decision.kind == "backfill_older":
         first = load_log.first_day_with_records(url, conn, ORDERS.name)
         older, newest = older_range(decision.detail, start, today, first)
-        months = settings.backfill_months_per_run
         return range_run_requests(conn, older, newest, reason="historical", key=key, months_per_run=months), []
     if decision.kind == "resume_backfill_gap":
         # Records created while paused are in the gap; records of older days updated meanwhile come
@@ -121,10 +119,7 @@ def decision_requests(
             run_config=incremental_run_config([conn]),
             tags={"rutter/connection": conn, "rutter/trigger": "resume"},
         )
-        gap = range_run_requests(
-            conn, gap_start, today, reason="gap", key=key, months_per_run=settings.backfill_months_per_run
-        )
-        return [*gap, catch_up], []
+        return [*range_run_requests(conn, gap_start, today, reason="gap", key=key, months_per_run=months), catch_up], []
     if decision.kind == "incremental_sync":
         # Not debounced: the data webhook sensor debounces its own (it never calls this for them).
         return [
