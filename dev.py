@@ -117,6 +117,7 @@ def make_lock(args: list[str]) -> int:
 def venv_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV)  # as `activate` sets it: `dg` checks it is the project's
     env.setdefault("XDG_RUNTIME_DIR", str(ROOT / ".state" / "run"))
     runtime = Path(env["XDG_RUNTIME_DIR"])
     runtime.mkdir(parents=True, exist_ok=True)

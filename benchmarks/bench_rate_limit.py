@@ -36,9 +36,10 @@ def default_store_url() -> str:
     url = os.environ.get(RATE_LIMIT_URL_ENV) or os.environ.get("WAREHOUSE_URL")
     if url:
         return url
-    from rutter_pipeline.warehouse.embedded import default_urls
+    from rutter_pipeline.settings import Settings
+    from rutter_pipeline.warehouse.embedded import warehouse_url
 
-    return default_urls()[0]
+    return warehouse_url(Settings.from_env())
 
 
 def main(argv: list[str] | None = None) -> int:

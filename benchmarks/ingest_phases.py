@@ -145,6 +145,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.defs.partitions import range_tags
     from rutter_pipeline.defs.storage import instance_storage_config
     from rutter_pipeline.entities import ORDERS
+    from rutter_pipeline.settings import Settings
     from rutter_pipeline.stack import event_batch_size, psycopg2_url
     from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
     from rutter_pipeline.warehouse.migrations import migrate
@@ -165,7 +166,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
             dg.instance_for_test(temp_dir=home, overrides=storage) as instance,
         ):
             instance.add_dynamic_partitions("connections", [job["connection_id"]])
-            job_def = build_definitions().resolve_implicit_global_asset_job_def()
+            job_def = build_definitions(Settings.from_env()).resolve_implicit_global_asset_job_def()
             tags = range_tags(
                 job["connection_id"], date.fromisoformat(job["first_day"]), date.fromisoformat(job["last_day"])
             )

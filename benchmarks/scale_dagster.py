@@ -1,7 +1,7 @@
 """Scale benchmark: the Dagster side of N connections with two years of history, on PostgreSQL.
 
 What ``docs/reference/dagster-scale-study.md`` measured for the old day x connection shape,
-measured again for whatever shape ``rutter_pipeline.defs.partitions.ingest_partitions()`` builds
+measured again for whatever shape ``rutter_pipeline.defs.partitions.ingest_partitions`` builds
 (the project is imported for its partition definition and its ``Definitions`` only, so the script
 runs on either shape):
 
@@ -212,13 +212,16 @@ def run(args: argparse.Namespace, url: str, work: Path, stack: ExitStack) -> dic
     # Only now: the definitions read the environment when they are built.
     import dagster as dg
 
-    from rutter_pipeline.definitions import defs
+    from rutter_pipeline.definitions import build_definitions
     from rutter_pipeline.defs.partitions import ingest_partitions
+    from rutter_pipeline.settings import Settings
     from rutter_pipeline.warehouse.migrations import migrate
 
     migrate(url)
     instance = stack.enter_context(dg.DagsterInstance.get())
-    partitions_def = ingest_partitions()
+    settings = Settings.from_env()
+    partitions_def = ingest_partitions(settings)
+    defs = build_definitions(settings)
     repo = defs.get_repository_def()
     asset_keys = sorted(
         (node.key for node in repo.asset_graph.asset_nodes if node.partitions_def is not None),

@@ -8,12 +8,18 @@ logged safely.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 DEFAULT_BASE_URL = "https://production.rutterapi.com/versioned"
 DEFAULT_API_VERSION = "2023-03-14"
+DEFAULT_INCREMENTAL_CRON = "*/15 * * * *"
+DEFAULT_MERCHANTS_CRON = "*/30 * * * *"
+# Where a run's steps execute (defs/executors.py): in the run's process, or on Celery workers.
+EXECUTORS = ("in_process", "celery")
+DEFAULT_CELERY_QUEUE = "rutter"
 
 
 def default_history_start(today: date | None = None) -> date:
@@ -22,16 +28,18 @@ def default_history_start(today: date | None = None) -> date:
     return date(today.year - 2, today.month, 1)
 
 
-def state_dir() -> Path:
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """The project's state folder: embedded PostgreSQL, Dagster home, compute logs.
 
     ``RUTTER_PIPELINE_STATE_DIR`` overrides it; the default is ``.state`` in the working directory
-    so that a clone keeps its state to itself.
+    so that a clone keeps its state to itself. Read on each call (not once per process): the CLIs set
+    the variable for themselves and their children before the embedded server starts.
     """
-    return Path(os.environ.get("RUTTER_PIPELINE_STATE_DIR", ".state")).resolve()
+    env = os.environ if env is None else env
+    return Path(env.get("RUTTER_PIPELINE_STATE_DIR") or ".state").resolve()
 
 
-def _int_env(env: dict[str, str], name: str, default: int) -> int:
+def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -39,25 +47,29 @@ def _int_env(env: dict[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {'positive' if minimum == 1 else f'at least {minimum}'}, got {value}")
     return value
 
 
-def _fraction_env(env: dict[str, str], name: str, default: float) -> float:
+def _number_env(env: Mapping[str, str], name: str, default: float, expected: str) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}") from exc
+        raise ValueError(f"{name} must be {expected}, got {raw!r}") from exc
+
+
+def _fraction_env(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number_env(env, name, default, "a number between 0 and 1")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be between 0 and 1, got {value}")
     return value
 
 
-def _share_env(env: dict[str, str], name: str, default: float) -> float:
+def _share_env(env: Mapping[str, str], name: str, default: float) -> float:
     """A fraction of the rate limit: above 0 (a share of nothing would block forever), at most 1."""
     value = _fraction_env(env, name, default)
     if value == 0.0:
@@ -65,7 +77,29 @@ def _share_env(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def _currency_env(env: dict[str, str], name: str, default: str) -> str:
+def _hours_env(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number_env(env, name, default, "a number of hours")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _cron_env(env: Mapping[str, str], name: str, default: str) -> str:
+    """A five-field cron string; Dagster checks the fields themselves when it builds the schedule."""
+    raw = (env.get(name) or default).strip()
+    if len(raw.split()) != 5:
+        raise ValueError(f"{name} must be a cron string of five fields such as {default!r}, got {raw!r}")
+    return raw
+
+
+def _choice_env(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip()
+    if raw not in choices:
+        raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {raw!r}")
+    return raw
+
+
+def _currency_env(env: Mapping[str, str], name: str, default: str) -> str:
     """An ISO 4217 code: three letters, upper-cased (marts.fx_rates accepts only that form)."""
     raw = (env.get(name) or default).strip().upper()
     if len(raw) != 3 or not raw.isascii() or not raw.isalpha():
@@ -81,8 +115,9 @@ class Settings:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
     api_version: str = DEFAULT_API_VERSION
-    warehouse_url: str | None = None
-    dagster_pg_url: str | None = None
+    # URLs that may carry a password: resolved where they are used (warehouse/embedded.py), never shown.
+    warehouse_url: str | None = field(default=None, repr=False)
+    dagster_pg_url: str | None = field(default=None, repr=False)
     history_start: date = field(default_factory=default_history_start)
     window_fragments: int = 3
     page_limit: int = 500
@@ -108,13 +143,30 @@ class Settings:
     sentry_dsn: str | None = field(default=None, repr=False)
     # Fernet key(s) for access tokens at rest, comma-separated, the first encrypting (warehouse/tokens.py).
     token_key: str | None = field(default=None, repr=False)
+    # A file holding the key(s) instead (RUTTER_TOKEN_KEY_FILE): the embedded stack's .state/token.key.
+    token_key_file: str | None = None
     # Backoff before the daemon's automatic retry n of a failed run: this x 2^(n-1) s (defs/retries.py).
     run_retry_delay_seconds: int = 60
     # ISO 4217 code the underwriting marts convert into, with the rates users put in marts.fx_rates.
     reporting_currency: str = "USD"
+    # Orchestration: schedules, sensors and how often they look (the demo and tests shorten them).
+    incremental_cron: str = DEFAULT_INCREMENTAL_CRON
+    merchants_cron: str = DEFAULT_MERCHANTS_CRON
+    # Data webhooks come in bursts: a sync waits for this quiet spell, never longer than 5x it.
+    webhook_debounce_seconds: int = 60
+    sensor_interval_seconds: int = 15
+    # A live merchant whose newest order is older than this is stale (merchants_fresh).
+    stale_after_hours: float = 48.0
+    # Events Dagster writes to its storage in one statement (Dagster's own variable; the stack sets it).
+    event_batch_size: int = 1000
+    executor: str = EXECUTORS[0]
+    # The broker URL may carry a password: the executor config names the variable, never this value.
+    celery_broker_url: str | None = field(default=None, repr=False)
+    celery_queue: str = DEFAULT_CELERY_QUEUE
+    state_dir: Path = field(default_factory=lambda: state_dir({}))
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         start_raw = env.get("RUTTER_HISTORY_START")
         try:
@@ -146,8 +198,19 @@ class Settings:
             backfill_months_per_run=_int_env(env, "RUTTER_BACKFILL_MONTHS_PER_RUN", 6),
             sentry_dsn=env.get("SENTRY_DSN") or None,
             token_key=env.get("RUTTER_TOKEN_KEY") or None,
+            token_key_file=env.get("RUTTER_TOKEN_KEY_FILE") or None,
             run_retry_delay_seconds=_int_env(env, "RUTTER_RUN_RETRY_DELAY_SECONDS", 60),
             reporting_currency=_currency_env(env, "RUTTER_REPORTING_CURRENCY", "USD"),
+            incremental_cron=_cron_env(env, "RUTTER_INCREMENTAL_CRON", DEFAULT_INCREMENTAL_CRON),
+            merchants_cron=_cron_env(env, "RUTTER_MERCHANTS_CRON", DEFAULT_MERCHANTS_CRON),
+            webhook_debounce_seconds=_int_env(env, "RUTTER_WEBHOOK_DEBOUNCE_SECONDS", 60, minimum=0),
+            sensor_interval_seconds=_int_env(env, "RUTTER_SENSOR_INTERVAL_SECONDS", 15),
+            stale_after_hours=_hours_env(env, "RUTTER_STALE_AFTER_HOURS", 48.0),
+            event_batch_size=_int_env(env, "DAGSTER_EVENT_BATCH_SIZE", 1000, minimum=0),
+            executor=_choice_env(env, "RUTTER_EXECUTOR", EXECUTORS),
+            celery_broker_url=env.get("RUTTER_CELERY_BROKER_URL") or None,
+            celery_queue=env.get("RUTTER_CELERY_QUEUE") or DEFAULT_CELERY_QUEUE,
+            state_dir=state_dir(env),
         )
 
     @property

@@ -11,21 +11,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rutter_pipeline.settings import state_dir
+from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse.embedded import default_urls
-from rutter_pipeline.warehouse.tokens import KEY_ENV, KEY_FILE_ENV, ensure_key_file
+from rutter_pipeline.warehouse.tokens import KEY_FILE_ENV, ensure_key_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 # Events Dagster may write to its PostgreSQL storage in one statement (DAGSTER_EVENT_BATCH_SIZE; 0, its
 # default, writes each alone). A range run records one materialization and one check result per
 # partition: unbatched, that is a new connection and an insert each, 7-9 s per asset for a year of
 # one connection (370 partitions); batched, 0.4-0.6 s (benchmarks/RESULTS.md).
-EVENT_BATCH_SIZE = 1000
+EVENT_BATCH_SIZE = Settings.event_batch_size
 
 
-def event_batch_size() -> str:
+def event_batch_size(settings: Settings | None = None) -> str:
     """DAGSTER_EVENT_BATCH_SIZE for the stack's processes: the user's own value, else EVENT_BATCH_SIZE."""
-    return os.environ.get("DAGSTER_EVENT_BATCH_SIZE") or str(EVENT_BATCH_SIZE)
+    return str((settings or Settings.from_env()).event_batch_size)
 
 
 def psycopg2_url(url: str) -> str:
@@ -68,9 +68,10 @@ class StackEnv:
 
 def prepare_stack_env(apply: bool = True) -> StackEnv:
     """Start the embedded PostgreSQL if a URL is missing, prepare DAGSTER_HOME, export the variables."""
-    embedded = not os.environ.get("WAREHOUSE_URL")
-    warehouse_url, dagster_url = default_urls()
-    base = state_dir()
+    settings = Settings.from_env()
+    embedded = not settings.warehouse_url
+    warehouse_url, dagster_url = default_urls(settings)
+    base = settings.state_dir
     home = Path(os.environ.get("DAGSTER_HOME") or base / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
@@ -80,7 +81,7 @@ def prepare_stack_env(apply: bool = True) -> StackEnv:
     logs = Path(os.environ.get("RUTTER_PIPELINE_COMPUTE_LOGS") or base / "compute_logs")
     logs.mkdir(parents=True, exist_ok=True)
     # Only the embedded warehouse gets a generated token key: a warehouse of your own needs RUTTER_TOKEN_KEY.
-    key_file = ensure_key_file() if embedded and not os.environ.get(KEY_ENV) else None
+    key_file = ensure_key_file() if embedded and not settings.token_key else None
     env = StackEnv(warehouse_url, psycopg2_url(dagster_url), home, logs, key_file)
     if apply:
         os.environ.update(env.as_env())

@@ -119,6 +119,7 @@ def test_scale_benchmark_reports_every_figure(pg_server_url: str, tmp_path: Path
 
 def partitioned_asset_keys() -> set:
     from rutter_pipeline.definitions import build_definitions
+    from rutter_pipeline.settings import Settings
 
-    graph = build_definitions().resolve_asset_graph()
+    graph = build_definitions(Settings()).resolve_asset_graph()
     return {key for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None}

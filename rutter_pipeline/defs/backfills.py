@@ -12,7 +12,6 @@ from datetime import date, timedelta
 import dagster as dg
 
 from rutter_pipeline.defs.partitions import month_end, range_tags
-from rutter_pipeline.settings import Settings
 
 
 def month_chunks(start: date, end: date, months: int) -> list[tuple[date, date]]:
@@ -39,7 +38,7 @@ def range_run_requests(
     *,
     reason: str,
     key: str,
-    months_per_run: int | None = None,
+    months_per_run: int,
     newest_first: bool = True,
 ) -> list[dg.RunRequest]:
     """Range runs of ``ingest_job`` covering [start, end] for one connection.
@@ -49,7 +48,7 @@ def range_run_requests(
     """
     if end < start:
         return []
-    chunks = month_chunks(start, end, months_per_run or Settings.from_env().backfill_months_per_run)
+    chunks = month_chunks(start, end, months_per_run)
     if newest_first:
         chunks.reverse()
     return [

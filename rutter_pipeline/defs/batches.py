@@ -20,7 +20,6 @@ import dagster as dg
 
 from rutter_pipeline import batch
 from rutter_pipeline.defs import catalog
-from rutter_pipeline.defs.executors import executor_from_env
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
 from rutter_pipeline.defs.marts import DAILY_SALES
 from rutter_pipeline.defs.partitions import month_start, partition_key
@@ -222,9 +221,12 @@ def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult
 # context.log_event after the last yield are dropped when the op raises).
 @dg.op(out={}, description="Loads the configured days of a batch of connections: land, gate and merge, per connection.")
 def load_connections(
-    context: dg.OpExecutionContext, config: DailyLoadConfig, rutter: RutterResource, warehouse: WarehouseResource
+    context: dg.OpExecutionContext,
+    config: DailyLoadConfig,
+    rutter: RutterResource,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
 ) -> Iterator[Event]:
-    settings = Settings.from_env()
     start = date.fromisoformat(config.start)
     end = date.fromisoformat(config.end) if config.end else start
     client, loader, registry = rutter.client(), warehouse.loader(), warehouse.registry()
@@ -250,9 +252,12 @@ def load_connections(
 
 @dg.op(out={}, description="updated_at_min sync of a batch of connections: newer-wins upsert, watermark after commit.")
 def sync_connections(
-    context: dg.OpExecutionContext, config: IncrementalSyncConfig, rutter: RutterResource, warehouse: WarehouseResource
+    context: dg.OpExecutionContext,
+    config: IncrementalSyncConfig,
+    rutter: RutterResource,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
 ) -> Iterator[Event]:
-    settings = Settings.from_env()
     client, loader, registry = rutter.client(), warehouse.loader(), warehouse.registry()
 
     def work(connection_id: str) -> batch.ConnectionResult:
@@ -273,7 +278,6 @@ def sync_connections(
 
 @dg.job(
     description="Daily load of a batch of connections (the days in run config); launched by the daily schedule.",
-    executor_def=executor_from_env(),
 )
 def daily_load_job() -> None:
     load_connections()
@@ -281,7 +285,6 @@ def daily_load_job() -> None:
 
 @dg.job(
     description="Incremental (updated_at) sync of a batch of connections; launched by the schedule and webhooks.",
-    executor_def=executor_from_env(),
 )
 def incremental_sync_job() -> None:
     sync_connections()

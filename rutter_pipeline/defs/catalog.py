@@ -13,7 +13,6 @@ Thin wiring over the domain core:
 """
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ import dagster as dg
 from rutter_pipeline import batch, merchants
 from rutter_pipeline.connections.registry import Merchant
 from rutter_pipeline.connections.states import LIVE
+from rutter_pipeline.defs.loading import current_settings
 from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, month_start, parse_days, parse_key, scopes_for
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
@@ -38,17 +38,16 @@ MERCHANTS_GROUP = "merchants"
 FRESH_CHECK = "merchants_fresh"
 # Tag of a run about one connection: its merchant's platform, so runs filter by platform in the UI.
 PLATFORM_TAG = "rutter/platform"
-MERCHANTS_CRON = os.environ.get("RUTTER_MERCHANTS_CRON") or "*/30 * * * *"
 # The markdown table of merchants stays readable (and each materialization small) at 1,000 merchants;
 # beyond it the SQL is given instead.
 TABLE_ROWS = 1000
 
 
-def stale_after() -> timedelta:
+def stale_after(settings: Settings) -> timedelta:
     """How long a live merchant may go without a new order before it is stale: RUTTER_STALE_AFTER_HOURS,
     two days by default (the daily load runs once a day after midnight UTC, and a small store may have
-    a quiet day). Read when the check runs: the run's environment, not the import's."""
-    return timedelta(hours=float(os.environ.get("RUTTER_STALE_AFTER_HOURS") or 48))
+    a quiet day)."""
+    return timedelta(hours=settings.stale_after_hours)
 
 
 # Columns every rutter.<entity> and child table has besides the typed ones (warehouse/layout.py).
@@ -245,12 +244,12 @@ def _table_check(
         can_subset=True,  # either check alone can be run from the UI
     )
     def table_checks_(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
     ) -> Iterator[dg.AssetCheckResult]:
         op = context.op_execution_context
         keys = op.partition_keys
         days = parse_days(op.run.tags.get(DAYS_TAG))
-        scopes = scopes_for(keys, history_start=Settings.from_env().history_start, days=days)
+        scopes = scopes_for(keys, history_start=settings.history_start, days=days)
         selected = {k.name for k in context.op_execution_context.selected_asset_check_keys}
         for result in warehouse_check_results(warehouse.resolved_url, spec, scopes, keys):
             if result.check_name in selected:
@@ -372,7 +371,12 @@ def merchants_markdown(
         "Rutter's GET /connections and GET /store for names the registry does not know yet."
     ),
 )
-def connections(context: dg.AssetExecutionContext, rutter: RutterResource, warehouse: WarehouseResource):
+def connections(
+    context: dg.AssetExecutionContext,
+    rutter: RutterResource,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
     registry = warehouse.registry()
     learned: list[str] = []
     try:
@@ -380,7 +384,7 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
     except Exception as exc:  # names are a convenience: the table is still worth showing without them
         context.log.warning("could not ask Rutter for merchant names: %s", type(exc).__name__)
     rows = registry.merchants()
-    allowed = stale_after()
+    allowed = stale_after(settings)
     fresh = {f.connection_id: f for f in merchants.freshness(warehouse.resolved_url, allowed)}
     platforms: dict[str, int] = {}
     for m in rows:
@@ -407,8 +411,8 @@ def connections(context: dg.AssetExecutionContext, rutter: RutterResource, wareh
         "alerts, naming each merchant whose orders stopped arriving."
     ),
 )
-def merchants_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    allowed = stale_after()
+def merchants_fresh(warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+    allowed = stale_after(settings)
     fresh = merchants.freshness(warehouse.resolved_url, allowed)
     stale = [f for f in fresh if f.stale]
     names = {m.connection_id: m for m in warehouse.registry().merchants()}
@@ -442,14 +446,16 @@ merchants_job = dg.define_asset_job(
     description="Refreshes the merchants table (names from Rutter) and checks that every live merchant is fresh.",
 )
 
-merchants_schedule = dg.ScheduleDefinition(
-    name="merchants_schedule",
-    job=merchants_job,
-    cron_schedule=MERCHANTS_CRON,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 30 minutes (RUTTER_MERCHANTS_CRON): merchant names and the freshness check, which alerts.",
-)
+
+def build_merchants_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="merchants_schedule",
+        job=merchants_job,
+        cron_schedule=settings.merchants_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Every 30 minutes (RUTTER_MERCHANTS_CRON): merchant names and the freshness check, which alerts.",
+    )
 
 
 def connection_of_run(tags: Mapping[str, str]) -> str | None:
@@ -471,20 +477,24 @@ def connection_of_run(tags: Mapping[str, str]) -> str | None:
     return ids.pop() if len(ids) == 1 else None
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.STARTED,
-    name="platform_tag_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    request_job=merchants_job,
-    # as often as the inbox sensors (RUTTER_SENSOR_INTERVAL_SECONDS): a run's tag should show while it runs
-    minimum_interval_seconds=int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15),
-    description=(
-        "Tags each started run about one connection with rutter/platform (its merchant's platform), asking Rutter "
-        "for the merchant's platform and store name first when the registry lacks them; refreshes the connections "
-        "table when it learned a name."
-    ),
-)
-def platform_tag_sensor(context: dg.RunStatusSensorContext, rutter: RutterResource, warehouse: WarehouseResource):
+def build_platform_tag_sensor(settings: Settings) -> dg.SensorDefinition:
+    return dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.STARTED,
+        name="platform_tag_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        request_job=merchants_job,
+        # as often as the inbox sensors (RUTTER_SENSOR_INTERVAL_SECONDS): a run's tag should show while it runs
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        description=(
+            "Tags each started run about one connection with rutter/platform (its merchant's platform), asking "
+            "Rutter for the merchant's platform and store name first when the registry lacks them; refreshes the "
+            "connections table when it learned a name."
+        ),
+    )(platform_tag)
+
+
+def platform_tag(context: dg.RunStatusSensorContext, rutter: RutterResource, warehouse: WarehouseResource):
+    """The body of ``platform_tag_sensor``."""
     run = context.dagster_run
     connection_id = connection_of_run(run.tags)
     if connection_id is None or PLATFORM_TAG in run.tags:
@@ -517,3 +527,16 @@ def platform_tag_sensor(context: dg.RunStatusSensorContext, rutter: RutterResour
             tags={"rutter/trigger": "names"},
         )
     return dg.SkipReason(f"run {run.run_id} tagged {platform or 'with no platform known'}")
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The merchants table, its freshness check, job and schedule, and the platform tag sensor."""
+    settings = current_settings()
+    return dg.Definitions(
+        assets=[connections],
+        asset_checks=[merchants_fresh],
+        jobs=[merchants_job],
+        schedules=[build_merchants_schedule(settings)],
+        sensors=[build_platform_tag_sensor(settings)],
+    )

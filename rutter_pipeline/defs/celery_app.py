@@ -7,23 +7,28 @@ executor (``RUTTER_CELERY_BROKER_URL``, ``RUTTER_CELERY_QUEUE``); the worker als
 needs (``WAREHOUSE_URL``, ``RUTTER_*``), because each step loads the code location in the worker.
 """
 
-from collections.abc import Mapping
-
-from celery import Celery
-from dagster._core.execution.retries import RetryMode
-from dagster_celery.executor import CeleryExecutor
-from dagster_celery.make_app import make_app
-from dagster_celery.tasks import create_task
+from functools import cache
+from typing import TYPE_CHECKING
 
 from rutter_pipeline.defs.executors import broker_url, celery_executor_args
+from rutter_pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
-def worker_app(env: Mapping[str, str] | None = None) -> Celery:
+def worker_app(settings: Settings) -> "Celery":
     """dagster-celery's app with its step task (``execute_plan``), configured as the executor is."""
-    args = celery_executor_args(env)
+    # Imported here: the code location imports every module of defs/, and the celery extra is optional.
+    from dagster._core.execution.retries import RetryMode
+    from dagster_celery.executor import CeleryExecutor
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tasks import create_task
+
+    args = celery_executor_args(settings)
     executor = CeleryExecutor(
         retries=RetryMode(RetryMode.DISABLED),
-        broker=broker_url(env),
+        broker=broker_url(settings),
         backend=args["backend"],
         config_source=args["config_source"],
     )
@@ -33,4 +38,14 @@ def worker_app(env: Mapping[str, str] | None = None) -> Celery:
     return celery_app
 
 
-app = worker_app()
+@cache
+def _app_from_env() -> "Celery":
+    return worker_app(Settings.from_env())  # the worker's one read of its environment
+
+
+def __getattr__(name: str) -> "Celery":
+    """``app``, built when the worker (``-A rutter_pipeline.defs.celery_app``) first asks for it;
+    loading the code location never builds it."""
+    if name == "app":
+        return _app_from_env()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,17 +14,17 @@ executor is configured from it, and the worker app (``rutter_pipeline.defs.celer
 from it, so a worker started with ``-A rutter_pipeline.defs.celery_app`` needs no config file.
 """
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
+from rutter_pipeline.defs.loading import current_settings
+from rutter_pipeline.settings import EXECUTORS, Settings
+
 EXECUTOR_ENV = "RUTTER_EXECUTOR"
 BROKER_ENV = "RUTTER_CELERY_BROKER_URL"
 QUEUE_ENV = "RUTTER_CELERY_QUEUE"
-IN_PROCESS = "in_process"
-CELERY = "celery"
+IN_PROCESS, CELERY = EXECUTORS
 # RabbitMQ's guest account only accepts connections from localhost: right for one machine, and
 # the value a multi-machine setup must override (with a user of its own, in RUTTER_CELERY_BROKER_URL).
 DEFAULT_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
@@ -51,35 +51,32 @@ def celery_settings(queue: str) -> dict[str, Any]:
     }
 
 
-def broker_url(env: Mapping[str, str] | None = None) -> str:
+def broker_url(settings: Settings) -> str:
     """The broker URL itself, for the worker app (a worker process holds it anyway, as Celery's own config)."""
-    env = os.environ if env is None else env
-    return env.get(BROKER_ENV) or DEFAULT_BROKER
+    return settings.celery_broker_url or DEFAULT_BROKER
 
 
-def celery_executor_args(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def celery_executor_args(settings: Settings) -> dict[str, Any]:
     """The celery executor's config: broker from ``RUTTER_CELERY_BROKER_URL``, queue from ``RUTTER_CELERY_QUEUE``.
 
     The broker URL may carry a password, so the executor config names the variable (Dagster resolves
     it when the run starts) rather than its value; only the built-in guest default is a literal.
     """
-    env = os.environ if env is None else env
     return {
-        "broker": {"env": BROKER_ENV} if env.get(BROKER_ENV) else DEFAULT_BROKER,
+        "broker": {"env": BROKER_ENV} if settings.celery_broker_url else DEFAULT_BROKER,
         # Results travel back to the run that submitted the step over the broker: no second service.
         "backend": "rpc://",
-        "config_source": celery_settings(env.get(QUEUE_ENV) or DEFAULT_QUEUE),
+        "config_source": celery_settings(settings.celery_queue),
     }
 
 
-def executor_from_env(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+def executor_from_settings(settings: Settings) -> dg.ExecutorDefinition:
     """The executor every job uses: ``RUTTER_EXECUTOR`` = ``in_process`` (default) or ``celery``.
 
     In process is the default because a partition's steps are seconds of work: a process (or a
     Celery round trip) per step would cost as much again on one machine.
     """
-    env = os.environ if env is None else env
-    choice = env.get(EXECUTOR_ENV) or IN_PROCESS
+    choice = settings.executor
     if choice == IN_PROCESS:
         return dg.in_process_executor
     if choice == CELERY:
@@ -89,5 +86,11 @@ def executor_from_env(env: Mapping[str, str] | None = None) -> dg.ExecutorDefini
             raise ImportError(
                 f"{EXECUTOR_ENV}=celery needs the celery extra: pip install 'rutter-pipeline[celery]'"
             ) from exc
-        return celery_executor.configured(celery_executor_args(env), name="rutter_celery")
+        return celery_executor.configured(celery_executor_args(settings), name="rutter_celery")
     raise ValueError(f"{EXECUTOR_ENV} must be {IN_PROCESS!r} or {CELERY!r}, got {choice!r}")
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The default executor of every job of the code location (no job sets its own)."""
+    return dg.Definitions(executor=executor_from_settings(current_settings()))

@@ -16,7 +16,15 @@ from typing import Any
 import dagster as dg
 
 from rutter_pipeline.defs import catalog
-from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, parse_days, parse_key, scopes_for
+from rutter_pipeline.defs.loading import current_settings
+from rutter_pipeline.defs.partitions import (
+    DAYS_TAG,
+    ingest_partitions,
+    month_end,
+    parse_days,
+    parse_key,
+    scopes_for,
+)
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.ingest import LandingOutcome, Scope, land_scope, reject_day
@@ -27,14 +35,20 @@ from rutter_pipeline.warehouse.results import MergeStats
 # Lineage reads at a glance: the landing, warehouse and marts groups are the three stages of the data.
 LANDING_GROUP = "landing"
 WAREHOUSE_GROUP = "warehouse"
-# A backfill of one connection's history runs as a few range runs, not one process per month:
-# Dagster's per-run overhead is seconds, memory is flat per run. Six months per run (about the 183
-# days measured best on a year of 1M orders, benchmarks/RESULTS.md): two years are four or five runs,
-# and a failure re-does half a year at most. Sensor-requested runs of one connection never overlap
-# (the rutter/connection tag limit); a UI backfill's runs may, and then merges of one connection and
-# entity serialize on an advisory lock in Loader.merge.
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=Settings.from_env().backfill_months_per_run)
 RUTTER_POOL = "rutter_api"
+
+
+def backfill_policy(settings: Settings) -> dg.BackfillPolicy:
+    """RUTTER_BACKFILL_MONTHS_PER_RUN partitions per run of a UI backfill.
+
+    A backfill of one connection's history runs as a few range runs, not one process per month:
+    Dagster's per-run overhead is seconds, memory is flat per run. Six months per run by default
+    (about the best measured on a year of 1M orders, benchmarks/RESULTS.md): two years are four or
+    five runs, and a failure re-does half a year at most. Sensor-requested runs of one connection
+    never overlap (the rutter/connection tag limit); a UI backfill's runs may, and then merges of one
+    connection and entity serialize on an advisory lock in Loader.merge.
+    """
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill_months_per_run)
 
 
 def run_scopes(context: dg.AssetExecutionContext, settings: Settings) -> list[Scope]:
@@ -123,7 +137,7 @@ def _landing_part_metadata(part: _Part, by_scope: Mapping[Scope, LandingOutcome]
 
 
 def _schema_evaluation(
-    spec: EntitySpec, part: _Part, by_scope: Mapping[Scope, LandingOutcome]
+    spec: EntitySpec, part: _Part, by_scope: Mapping[Scope, LandingOutcome], tolerance: float
 ) -> dg.AssetCheckEvaluation:
     """The partition's verdict of the gate, naming the partition, its days and the days it held.
 
@@ -141,7 +155,7 @@ def _schema_evaluation(
         "landed": counts["landed"],
         "rejected": counts["rejected"],
         "held_days": dg.MetadataValue.json(counts["held"]),
-        "tolerance": Settings.from_env().reject_tolerance,
+        "tolerance": tolerance,
     }
     report = outcome.report if outcome else None
     if report is not None:
@@ -262,7 +276,9 @@ def _held_text(spec: EntitySpec, merged: Mapping[Scope, MergeStats]) -> str:
     )
 
 
-def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _landing_asset(
+    spec: EntitySpec, partitions_def: dg.PartitionsDefinition, policy: dg.BackfillPolicy
+) -> dg.AssetsDefinition:
     key = landing_key(spec)
     check = dg.AssetCheckSpec(
         schema_check_name(spec),
@@ -281,7 +297,7 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
         group_name=LANDING_GROUP,
         kinds={"python", "postgres"},
         metadata=catalog.landing_definition_metadata(spec),
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=policy,
         check_specs=[check],
         pool=RUTTER_POOL,
         description=(
@@ -291,9 +307,11 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
         ),
     )
     def landing(
-        context: dg.AssetExecutionContext, rutter: RutterResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        rutter: RutterResource,
+        warehouse: WarehouseResource,
+        settings: dg.ResourceParam[Settings],
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
-        settings = Settings.from_env()
         client = rutter.client()
         loader = warehouse.loader()
         registry = warehouse.registry()
@@ -336,7 +354,7 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
         if any(o.schema_failed for o in outcomes):  # the blocking check fails the step after these events
             _no_retry(context, "Rutter's schema changed; the schema check holds the partitions back")
         for part in parts:
-            yield _schema_evaluation(spec, part, by_scope)
+            yield _schema_evaluation(spec, part, by_scope, settings.reject_tolerance)
         # The check's own output (Dagster requires one per check of the step); its verdicts are the
         # per-partition evaluations above.
         yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check.key))
@@ -344,7 +362,9 @@ def _landing_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) ->
     return landing
 
 
-def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _warehouse_asset(
+    spec: EntitySpec, partitions_def: dg.PartitionsDefinition, policy: dg.BackfillPolicy
+) -> dg.AssetsDefinition:
     tables = ", ".join(f"rutter.{t}" for t in (spec.table, *(c.table for c in spec.children)))
     loaded = dg.AssetCheckSpec(
         loaded_check_name(spec),
@@ -362,7 +382,7 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
         group_name=WAREHOUSE_GROUP,
         kinds={"postgres"},
         metadata=catalog.warehouse_definition_metadata(spec),
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=policy,
         check_specs=[loaded],
         description=(
             f"{tables}: {spec.description} One row per record and connection, Rutter's fields in typed columns "
@@ -371,11 +391,11 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
         ),
     )
     def warehouse_asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         loader = warehouse.loader()
         run_id = context.run.run_id
-        scopes = run_scopes(context, Settings.from_env())
+        scopes = run_scopes(context, settings)
         merged: dict[Scope, MergeStats] = {}
         logged: dict[str, dict[date, load_log.DayLoad]] = {}
         rows: dict[tuple[str, date], int] = {}
@@ -418,11 +438,22 @@ def _warehouse_asset(spec: EntitySpec, partitions_def: dg.PartitionsDefinition) 
 
 
 def build_entity_assets(
-    partitions_def: dg.PartitionsDefinition, entities: dict[str, EntitySpec] | None = None
+    partitions_def: dg.PartitionsDefinition, policy: dg.BackfillPolicy, entities: dict[str, EntitySpec] | None = None
 ) -> list[dg.AssetsDefinition]:
     """``landing/E`` and ``warehouse/E`` for every entity E of the entity table."""
     assets: list[dg.AssetsDefinition] = []
     for spec in (entities or ENTITIES).values():
-        assets.append(_landing_asset(spec, partitions_def))
-        assets.append(_warehouse_asset(spec, partitions_def))
+        assets.append(_landing_asset(spec, partitions_def, policy))
+        assets.append(_warehouse_asset(spec, partitions_def, policy))
     return assets
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The entity assets and their table checks, over the partitions the settings give."""
+    settings = current_settings()
+    partitions_def = ingest_partitions(settings)
+    return dg.Definitions(
+        assets=build_entity_assets(partitions_def, backfill_policy(settings)),
+        asset_checks=catalog.build_warehouse_checks(partitions_def, warehouse_key),
+    )

@@ -81,16 +81,16 @@ def decision_requests(
     """
     conn = decision.connection_id
     end = utc_today()
-    start = settings.history_start
+    start, months = settings.history_start, settings.backfill_months_per_run
     match decision.kind:
         case DecisionKind.ADD_PARTITION:
             return [], [conn]
         case DecisionKind.BACKFILL_HISTORY:
-            return range_run_requests(conn, start, end, reason="history", key=key), []
+            return range_run_requests(conn, start, end, reason="history", key=key, months_per_run=months), []
         case DecisionKind.BACKFILL_OLDER:
             first = load_log.first_day_with_records(url, conn, ORDERS.name)
             older, newest = older_range(decision.detail, start, end, first)
-            return range_run_requests(conn, older, newest, reason="historical", key=key), []
+            return range_run_requests(conn, older, newest, reason="historical", key=key, months_per_run=months), []
         case DecisionKind.RESUME_BACKFILL_GAP:
             # Records created while paused are in the gap; records of older days updated meanwhile come
             # with an incremental sync from the watermark.
@@ -101,7 +101,8 @@ def decision_requests(
                 run_config=incremental_run_config([conn]),
                 tags={"rutter/connection": conn, "rutter/trigger": "resume"},
             )
-            return [*range_run_requests(conn, gap_start, end, reason="gap", key=key), catch_up], []
+            gap = range_run_requests(conn, gap_start, end, reason="gap", key=key, months_per_run=months)
+            return [*gap, catch_up], []
         case DecisionKind.PAUSE:
             return [], []
     raise ValueError(f"lifecycle decision {decision.kind!r} is not turned into runs one by one")

@@ -20,7 +20,9 @@ from datetime import date
 import dagster as dg
 import psycopg
 
-from rutter_pipeline.defs.ingest import BACKFILL_POLICY, landing_key, run_scopes, warehouse_key
+from rutter_pipeline.defs.ingest import backfill_policy, landing_key, run_scopes, warehouse_key
+from rutter_pipeline.defs.loading import current_settings
+from rutter_pipeline.defs.partitions import ingest_partitions
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
 from rutter_pipeline.ingest import Scope
@@ -80,7 +82,7 @@ def _connect(warehouse: WarehouseResource) -> psycopg.Connection:
     return psycopg.connect(psycopg_url(warehouse.resolved_url))
 
 
-def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_mart_assets(partitions_def: dg.PartitionsDefinition, policy: dg.BackfillPolicy) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=DAILY_SALES,
         deps=[warehouse_key(ORDERS)],
@@ -89,16 +91,18 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         kinds={"postgres"},
         automation_condition=MART_AUTOMATION,
         # automation requests many days at once after a backfill: range runs, like the ingest assets
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=policy,
         description=(
             "marts.daily_sales per connection, day and currency: orders, gross sales, discounts, tax, "
             "shipping, refunds, net sales, average order value, new versus returning customers."
         ),
     )
-    def daily_sales(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def daily_sales(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
+    ) -> dg.MaterializeResult:
         rows = 0
         with _connect(warehouse) as conn:
-            for scope in run_scopes(context, Settings.from_env()):
+            for scope in run_scopes(context, settings):
                 with conn.transaction():
                     rows += marts.refresh_daily_sales(conn, scope.connection_id, scope.start, scope.end)
         return dg.MaterializeResult(metadata={"rows": rows})
@@ -112,7 +116,7 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         group_name="marts",
         kinds={"postgres"},
         automation_condition=MART_AUTOMATION,
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=policy,
         metadata={"dagster/table_name": underwriting.MONTHLY_METRICS},
         description=(
             "marts.monthly_metrics per connection, month and currency: orders, gross and net revenue, refunds "
@@ -121,8 +125,9 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
             "marts.fx_rates has a rate."
         ),
     )
-    def monthly_metrics(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        settings = Settings.from_env()
+    def monthly_metrics(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
+    ) -> dg.MaterializeResult:
         spans = _spans(run_scopes(context, settings))
         written = 0
         with _connect(warehouse) as conn:
@@ -143,15 +148,17 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         group_name="marts",
         kinds={"postgres"},
         automation_condition=MART_AUTOMATION,
-        backfill_policy=BACKFILL_POLICY,
+        backfill_policy=policy,
         metadata={"dagster/table_name": underwriting.COHORT_RETENTION},
         description=(
             "marts.cohort_retention per connection: customers by month of first order, and the share of them "
             "ordering in each later month. A partition's refresh recomputes its connection's cohorts whole."
         ),
     )
-    def cohort_retention(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        spans = _spans(run_scopes(context, Settings.from_env()))
+    def cohort_retention(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]
+    ) -> dg.MaterializeResult:
+        spans = _spans(run_scopes(context, settings))
         written = 0
         with _connect(warehouse) as conn:
             for connection_id, (_, end) in spans.items():
@@ -173,8 +180,7 @@ def build_mart_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
             "rutter.load_log), freshness, rejects of the last 30 days, lifecycle state and platform."
         ),
     )
-    def merchant_health(warehouse: WarehouseResource) -> dg.MaterializeResult:
-        settings = Settings.from_env()
+    def merchant_health(warehouse: WarehouseResource, settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
         with _connect(warehouse) as conn:
             with conn.transaction():
                 written = underwriting.refresh_merchant_health(conn, settings.history_start, list(ENTITIES))
@@ -192,3 +198,12 @@ marts_automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
     description="Refreshes marts partitions whose warehouse partitions changed and passed their checks.",
 )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = current_settings()
+    return dg.Definitions(
+        assets=build_mart_assets(ingest_partitions(settings), backfill_policy(settings)),
+        sensors=[marts_automation_sensor],
+    )

@@ -29,13 +29,12 @@ KEY_DELIMITER = "|"
 DAYS_TAG = "rutter/days"
 
 
-def ingest_partitions(settings: Settings | None = None) -> dg.MultiPartitionsDefinition:
+def ingest_partitions(settings: Settings) -> dg.MultiPartitionsDefinition:
     """``month`` (monthly, UTC, from RUTTER_HISTORY_START's month) x ``connection`` (dynamic).
 
     Dimensions sort by name, so a key string reads ``"<connection_id>|<YYYY-MM-01>"``. The current
     month is a partition too (``end_offset=1``): daily loads and incremental syncs keep it fresh.
     """
-    settings = settings or Settings.from_env()
     return dg.MultiPartitionsDefinition(
         {
             "month": dg.MonthlyPartitionsDefinition(

@@ -5,7 +5,6 @@ run per ``RUTTER_BATCH_SIZE`` of them: at 1,000 connections and the default 50, 
 instead of 1,000. A merchant who uninstalled or whose store is disabled gets no work at all.
 """
 
-import os
 from datetime import timedelta
 
 import dagster as dg
@@ -20,12 +19,12 @@ from rutter_pipeline.defs.batches import (
     incremental_run_config,
     incremental_sync_job,
 )
+from rutter_pipeline.defs.loading import current_settings
 from rutter_pipeline.defs.partitions import CONNECTIONS
 from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.settings import Settings
 
 DAILY_CRON = "15 0 * * *"  # shortly after midnight UTC: yesterday is complete at Rutter by then
-DEFAULT_INCREMENTAL_CRON = "*/15 * * * *"
 
 
 def live_connections(context, warehouse: WarehouseResource) -> list[str]:
@@ -41,12 +40,16 @@ def live_connections(context, warehouse: WarehouseResource) -> list[str]:
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Loads yesterday of every live connection, RUTTER_BATCH_SIZE connections per run.",
 )
-def daily_ingest_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
+def daily_ingest_schedule(
+    context: dg.ScheduleEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
     day = (context.scheduled_execution_time - timedelta(days=1)).date()
     connections = live_connections(context, warehouse)
     if not connections:
         return dg.SkipReason("no live connections")
-    groups = batches(connections, Settings.from_env().batch_size)
+    groups = batches(connections, settings.batch_size)
     return [
         dg.RunRequest(
             run_key=f"daily:{day.isoformat()}:{batch_key(group)}",
@@ -57,22 +60,31 @@ def daily_ingest_schedule(context: dg.ScheduleEvaluationContext, warehouse: Ware
     ]
 
 
-@dg.schedule(
-    job=incremental_sync_job,
-    cron_schedule=os.environ.get("RUTTER_INCREMENTAL_CRON") or DEFAULT_INCREMENTAL_CRON,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=(
-        "updated_at_min sync of every live connection (RUTTER_INCREMENTAL_CRON, default every 15 min), "
-        "RUTTER_BATCH_SIZE connections per run."
-    ),
-)
-def incremental_sync_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
+def build_incremental_sync_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    return dg.schedule(
+        name="incremental_sync_schedule",
+        job=incremental_sync_job,
+        cron_schedule=settings.incremental_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            "updated_at_min sync of every live connection (RUTTER_INCREMENTAL_CRON, default every 15 min), "
+            "RUTTER_BATCH_SIZE connections per run."
+        ),
+    )(incremental_sync)
+
+
+def incremental_sync(
+    context: dg.ScheduleEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
+    """The body of ``incremental_sync_schedule``."""
     connections = live_connections(context, warehouse)
     if not connections:
         return dg.SkipReason("no live connections")
     tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-    groups = batches(connections, Settings.from_env().batch_size)
+    groups = batches(connections, settings.batch_size)
     return [
         dg.RunRequest(
             run_key=f"incremental:{tick}:{batch_key(group)}",
@@ -81,3 +93,10 @@ def incremental_sync_schedule(context: dg.ScheduleEvaluationContext, warehouse: 
         )
         for i, group in enumerate(groups)
     ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        schedules=[daily_ingest_schedule, build_incremental_sync_schedule(current_settings())],
+    )

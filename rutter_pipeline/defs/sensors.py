@@ -9,7 +9,6 @@ keeps a cursor per class), so a data event on a ``pending`` connection moves it 
 """
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +30,7 @@ from rutter_pipeline.defs.batches import (
 )
 from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.lifecycle_requests import act_on, utc_today
+from rutter_pipeline.defs.loading import current_settings
 from rutter_pipeline.defs.partitions import CONNECTIONS
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import entity_for_webhook
@@ -41,12 +41,9 @@ EVENTS_PER_TICK = 500
 # merchants) is worked off over a few ticks instead of flooding the run queue in one.
 MAX_RUNS_PER_TICK = 50
 WILL_RETRY_TAG = "dagster/will_retry"
-# Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell, but never
-# longer than the max wait, before syncing a connection.
-DEBOUNCE_QUIET_SECONDS = int(os.environ.get("RUTTER_WEBHOOK_DEBOUNCE_SECONDS") or 60)
-DEBOUNCE_MAX_WAIT_SECONDS = 5 * DEBOUNCE_QUIET_SECONDS
-# How often the inbox sensors look (the demo and tests shorten it).
-INBOX_INTERVAL_SECONDS = int(os.environ.get("RUTTER_SENSOR_INTERVAL_SECONDS") or 15)
+# Data webhooks come in bursts (one per record of a Rutter sync): wait for a quiet spell
+# (RUTTER_WEBHOOK_DEBOUNCE_SECONDS), but never longer than this many of them, before syncing a connection.
+DEBOUNCE_MAX_WAIT_FACTOR = 5
 
 
 def run_budget(settings: Settings) -> int:
@@ -67,14 +64,35 @@ def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: s
     )
 
 
-@dg.sensor(
-    jobs=[ingest_job, incremental_sync_job],
-    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reads Rutter's lifecycle webhooks from the inbox (rutter.webhook_events) and reacts.",
-)
-def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    settings = Settings.from_env()
+def build_inbox_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """The two sensors that read the webhook inbox, as often as RUTTER_SENSOR_INTERVAL_SECONDS says."""
+    quiet = settings.webhook_debounce_seconds
+    lifecycle_sensor = dg.sensor(
+        name="connection_lifecycle_sensor",
+        jobs=[ingest_job, incremental_sync_job],
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reads Rutter's lifecycle webhooks from the inbox (rutter.webhook_events) and reacts.",
+    )(connection_lifecycle)
+    data_sensor = dg.sensor(
+        name="data_webhook_sensor",
+        jobs=[incremental_sync_job, ingest_job],
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "ORDER_/PRODUCT_/CUSTOMER_/TRANSACTION_ webhooks -> an incremental sync of that connection, debounced: "
+            f"after {quiet}s without new events, or {DEBOUNCE_MAX_WAIT_FACTOR * quiet}s after the first."
+        ),
+    )(data_webhooks)
+    return [lifecycle_sensor, data_sensor]
+
+
+def connection_lifecycle(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
+    """The body of ``connection_lifecycle_sensor``."""
     url = warehouse.resolved_url
     registry = warehouse.registry()
     after = int(context.cursor or 0)
@@ -117,8 +135,12 @@ def connection_lifecycle_sensor(context: dg.SensorEvaluationContext, warehouse: 
         "same lifecycle as the webhooks (turn it on in the UI)."
     ),
 )
-def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterResource, warehouse: WarehouseResource):
-    settings = Settings.from_env()
+def connection_poll_sensor(
+    context: dg.SensorEvaluationContext,
+    rutter: RutterResource,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
     url = warehouse.resolved_url
     registry = warehouse.registry()
     client = rutter.client()
@@ -148,16 +170,12 @@ def connection_poll_sensor(context: dg.SensorEvaluationContext, rutter: RutterRe
     return _result(runs, partitions, tick, context.instance, "no connection changed state")
 
 
-@dg.sensor(
-    jobs=[incremental_sync_job, ingest_job],
-    minimum_interval_seconds=INBOX_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "ORDER_/PRODUCT_/CUSTOMER_/TRANSACTION_ webhooks -> an incremental sync of that connection, debounced: "
-        f"after {DEBOUNCE_QUIET_SECONDS}s without new events, or {DEBOUNCE_MAX_WAIT_SECONDS}s after the first."
-    ),
-)
-def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+def data_webhooks(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    settings: dg.ResourceParam[Settings],
+):
+    """The body of ``data_webhook_sensor``."""
     url = warehouse.resolved_url
     state = json.loads(context.cursor) if context.cursor else {"after": 0, "pending": {}}
     pending: dict[str, dict] = state["pending"]
@@ -175,7 +193,6 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     runs: list[dg.RunRequest] = []
     partitions: list[str] = []
     registry = warehouse.registry()
-    settings = Settings.from_env()
     # The debounce state is this cursor: a tick that dies after applying events loses it, so the
     # lifecycle hands the decisions of events past the stored cursor out again (lifecycle rule 8).
     ordered = sorted(newest.values(), key=lambda e: e.id)
@@ -196,8 +213,8 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     live = {c.connection_id for c in registry.list(states=LIVE)}
     due: dict[str, dict] = {}
     for connection_id, slot in list(pending.items()):
-        quiet = now - slot["last"] >= DEBOUNCE_QUIET_SECONDS
-        overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_SECONDS
+        quiet = now - slot["last"] >= settings.webhook_debounce_seconds
+        overdue = now - slot["first"] >= DEBOUNCE_MAX_WAIT_FACTOR * settings.webhook_debounce_seconds
         if not (quiet or overdue):
             continue
         del pending[connection_id]
@@ -225,7 +242,7 @@ def data_webhook_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     monitor_all_code_locations=False,
     description="Run failures (including failed schema checks) to Sentry when SENTRY_DSN is set, else to the log.",
 )
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext, settings: dg.ResourceParam[Settings]) -> None:
     run = context.dagster_run
     # Page once per run, for its last attempt: the daemon retries a failed run (dagster.yaml run_retries)
     # and marks the attempts it will retry; a retry that succeeds needs no one.
@@ -258,5 +275,12 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
                 f"{' for ' + evaluation.partition if evaluation.partition else ''}: {evaluation.description or ''}"
             )
     message = "\n".join(details) or context.failure_event.message or "run failed"
-    where = send_alert(f"rutter-pipeline run failed: {run.job_name}", message, tags, dsn=Settings.from_env().sentry_dsn)
+    where = send_alert(f"rutter-pipeline run failed: {run.job_name}", message, tags, dsn=settings.sentry_dsn)
     context.log.info("alert sent to %s for run %s", where, run.run_id)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        sensors=[*build_inbox_sensors(current_settings()), connection_poll_sensor, run_failure_alert_sensor],
+    )

@@ -34,7 +34,7 @@ class RutterClient:
     """Client for one Rutter org (client id/secret); connections are chosen per call by token.
 
     Build it from a ``ClientConfig``, from keyword fields of one (``RutterClient(base_url=...,
-    client_id=..., client_secret=...)``) or from ``Settings`` (``RutterClient.from_settings()``).
+    client_id=..., client_secret=...)``) or from ``Settings`` (``RutterClient.from_settings(settings)``).
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class RutterClient:
         self._transport = Transport(config, self.stats, limiter)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> RutterClient:
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RutterClient:
         return cls(ClientConfig.from_settings(settings, **overrides))
 
     def __repr__(self) -> str:

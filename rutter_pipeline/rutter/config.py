@@ -66,9 +66,8 @@ class ClientConfig:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> ClientConfig:
-        """Build from ``Settings`` (``Settings.from_env()`` when omitted), then apply overrides."""
-        settings = settings or Settings.from_env()
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ClientConfig:
+        """Build from ``Settings``, then apply overrides."""
         values: dict[str, Any] = {
             "base_url": settings.base_url,
             "client_id": settings.client_id or "",

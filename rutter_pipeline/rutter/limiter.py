@@ -196,8 +196,8 @@ def shared_limiter(
 ) -> RequestLimiter:
     """The one limiter of this process for an org (client id) at a base URL, rate and backend.
 
-    ``backend`` defaults to the in-process bucket; ``rate_buckets.backend_from_env()`` gives the
-    shared one that the environment asks for.
+    ``backend`` defaults to the in-process bucket; ``rate_buckets.resolve_backend`` gives the shared
+    one the settings ask for (``ClientConfig.rate_limit_url``).
     """
     backend = backend or IN_PROCESS
     base = base_url.rstrip("/")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,12 +72,6 @@ def resolve_backend(rate_limit_url: str | None, warehouse_url: str | None = None
     if scheme in _REDIS_SCHEMES:
         return RateLimitBackend("redis", url, reason)
     raise ValueError(f"{reason} must be a postgresql://, redis:// URL or 'memory', got a {scheme or 'scheme-less'} URL")
-
-
-def backend_from_env(env: Mapping[str, str] | None = None) -> RateLimitBackend:
-    """The backend the environment asks for (``RUTTER_RATE_LIMIT_URL``, then ``WAREHOUSE_URL``)."""
-    env = os.environ if env is None else env
-    return resolve_backend(env.get(RATE_LIMIT_URL_ENV) or None, env.get("WAREHOUSE_URL") or None)
 
 
 def org_key(base_url: str, client_id: str | None) -> str:

@@ -6,18 +6,9 @@ The URL is ``WAREHOUSE_URL``, or the ``rutter_warehouse`` database on the embedd
 from __future__ import annotations
 
 import argparse
-import os
 
+from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse.migrations import migrate
-
-
-def warehouse_url() -> str:
-    url = os.environ.get("WAREHOUSE_URL")
-    if url:
-        return url
-    from rutter_pipeline.warehouse.embedded import default_urls
-
-    return default_urls()[0]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.db_command == "migrate":
-        applied = migrate(warehouse_url())
+        from rutter_pipeline.warehouse.embedded import warehouse_url
+
+        applied = migrate(warehouse_url(Settings.from_env()))
         print(
             f"applied {len(applied)} migration(s): {', '.join(applied)}"
             if applied

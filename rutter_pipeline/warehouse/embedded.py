@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from rutter_pipeline.settings import state_dir
+from rutter_pipeline.settings import Settings, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,15 @@ def drop_database(server_url: str, database: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
-def default_urls() -> tuple[str, str]:
-    """The warehouse and Dagster storage URLs: the environment's, or databases on the embedded server.
+def default_urls(settings: Settings) -> tuple[str, str]:
+    """The warehouse and Dagster storage URLs: the settings' (WAREHOUSE_URL, DAGSTER_PG_URL), or
+    databases on the embedded server.
 
     Returns ``(warehouse_url, dagster_pg_url)``. The embedded server is started only when one of
     them is missing, so a deployment with real servers never starts it.
     """
-    warehouse = os.environ.get("WAREHOUSE_URL")
-    dagster = os.environ.get("DAGSTER_PG_URL")
+    warehouse = settings.warehouse_url
+    dagster = settings.dagster_pg_url
     if warehouse and dagster:
         return warehouse, dagster
     server = start_embedded_postgres()
@@ -139,6 +140,14 @@ def default_urls() -> tuple[str, str]:
         warehouse or ensure_database(server, "rutter_warehouse"),
         dagster or ensure_database(server, "dagster"),
     )
+
+
+def warehouse_url(settings: Settings) -> str:
+    """The warehouse: ``WAREHOUSE_URL``, else the embedded server's database (started when needed).
+
+    The one place that fallback happens: the Dagster resource, the CLIs and the stack all ask here.
+    """
+    return settings.warehouse_url or default_urls(settings)[0]
 
 
 def psql_path(pgdata: Path | None = None) -> Path | None:

@@ -123,16 +123,16 @@ def _split(raw: str) -> list[str]:
 def token_keys(env: dict[str, str] | None = None) -> list[str]:
     """``RUTTER_TOKEN_KEY``; else the file ``RUTTER_TOKEN_KEY_FILE`` names (the embedded stack's); else,
     when no WAREHOUSE_URL is set (the embedded default of this state folder), ``<state>/token.key``."""
-    env = dict(os.environ if env is None else env)
-    keys = _split(Settings.from_env(env).token_key or "")
+    settings = Settings.from_env(env)
+    keys = _split(settings.token_key or "")
     if keys:
         return keys
-    if env.get(KEY_FILE_ENV):
-        path = Path(env[KEY_FILE_ENV])
+    if settings.token_key_file:
+        path = Path(settings.token_key_file)
         if not path.is_file():
             raise TokenKeyMissing(f"{KEY_FILE_ENV} names {path}, which does not exist")
         return _split(path.read_text())
-    if not env.get("WAREHOUSE_URL"):
+    if not settings.warehouse_url:
         return _split(ensure_key_file().read_text())
     raise TokenKeyMissing(
         f"{KEY_ENV} is not set: access tokens are stored encrypted and this warehouse is not the embedded "

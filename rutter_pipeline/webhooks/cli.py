@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import uvicorn
 
-from rutter_pipeline.warehouse.embedded import default_urls
+from rutter_pipeline.settings import Settings
+from rutter_pipeline.warehouse.embedded import warehouse_url as resolve_warehouse_url
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline.warehouse.tokens import TokenKeyMissing, token_cipher
 from rutter_pipeline.webhooks.app import WEBHOOK_PATH, create_app
@@ -36,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    secret = os.environ.get("RUTTER_CLIENT_SECRET")
+    settings = Settings.from_env()
+    secret = settings.client_secret
     if not secret:
         print(
             "rutter-pipeline webhooks serve: RUTTER_CLIENT_SECRET is not set; the receiver needs the org's "
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except (TokenKeyMissing, ValueError) as exc:
         print(f"rutter-pipeline webhooks serve: {exc}", file=sys.stderr)
         return 2
-    warehouse_url = os.environ.get("WAREHOUSE_URL") or default_urls()[0]
+    warehouse_url = resolve_warehouse_url(settings)
     migrate(warehouse_url)
     app = create_app(warehouse_url, secret, max_body_bytes=args.max_body_bytes)
     sock = bind(args.host, args.port)

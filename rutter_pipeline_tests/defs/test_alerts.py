@@ -50,17 +50,16 @@ def failed_run(pipeline: Pipeline, instance: dg.DagsterInstance) -> dg.RunFailur
         dagster_event=failure.event_log_entry.dagster_event,
         dagster_instance=instance,
         dagster_run=run,
+        resources={"settings": pipeline.settings},
     ).for_run_failure()
 
 
-def test_failed_run_goes_to_sentry_without_secrets(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_run_goes_to_sentry_without_secrets(pipeline: Pipeline, instance_factory) -> None:
     SentryInbox.envelopes = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), SentryInbox)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("SENTRY_DSN", f"http://publickey@127.0.0.1:{server.server_port}/42")
+        pipeline.configure(sentry_dsn=f"http://publickey@127.0.0.1:{server.server_port}/42")
         instance = instance_factory([pipeline.connection_id])
         run_failure_alert_sensor(failed_run(pipeline, instance))
     finally:
@@ -74,9 +73,9 @@ def test_failed_run_goes_to_sentry_without_secrets(
 
 
 def test_without_sentry_the_alert_is_logged(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    pipeline: Pipeline, instance_factory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    assert pipeline.settings.sentry_dsn is None
     instance = instance_factory([pipeline.connection_id])
     with caplog.at_level(logging.ERROR, logger="rutter_pipeline.alerts"):
         run_failure_alert_sensor(failed_run(pipeline, instance))

@@ -11,10 +11,11 @@ from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import daily_load_job, daily_run_config, incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
 from rutter_pipeline.defs.partitions import ingest_partitions
-from rutter_pipeline.defs.resources import resources_from_env
+from rutter_pipeline.defs.resources import resources_from_settings
 from rutter_pipeline.defs.sensors import run_failure_alert_sensor
 from rutter_pipeline.entities import ORDERS, PRODUCTS
 from rutter_pipeline.rutter.windows import day_window_ms
+from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import load_log
 from rutter_pipeline.warehouse.sync_state import get_watermark
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
@@ -23,9 +24,8 @@ pytestmark = pytest.mark.postgres
 
 
 def run(job: dg.JobDefinition, run_config: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return job.execute_in_process(
-        run_config=run_config, instance=instance, resources=resources_from_env(), raise_on_error=False
-    )
+    resources = resources_from_settings(Settings.from_env())  # the pipeline fixture's environment
+    return job.execute_in_process(run_config=run_config, instance=instance, resources=resources, raise_on_error=False)
 
 
 def three_connections(pipeline: Pipeline, instance_factory):
@@ -52,7 +52,7 @@ def orders_of(url: str, connection_id: str) -> int:
 
 
 def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible_as_failed(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    pipeline: Pipeline, instance_factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     (good, revoked, changed), revoked_token, instance = three_connections(pipeline, instance_factory)
     day = pipeline.today - timedelta(days=2)
@@ -92,8 +92,8 @@ def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible
     assert not any(verdicts.values())
 
     # In the partition matrix the failing connections' months are red, the good one's green.
-    status = get_and_update_asset_status_cache_value(instance, warehouse_key(ORDERS), ingest_partitions())
-    partitions_def = ingest_partitions()
+    partitions_def = ingest_partitions(pipeline.settings)
+    status = get_and_update_asset_status_cache_value(instance, warehouse_key(ORDERS), partitions_def)
     failed = set(status.deserialize_failed_partition_subsets(partitions_def).get_partition_keys())
     done = set(status.deserialize_materialized_partition_subsets(partitions_def).get_partition_keys())
     assert failed == {pipeline.partition(day, revoked), pipeline.partition(day, changed)}
@@ -110,13 +110,14 @@ def test_a_failing_connection_in_a_batch_leaves_the_others_loaded_and_is_visible
     assert statuses[(changed, "products")] == (1, 0, 0)
 
     # The alert names the failing connections and the check that held the changed one back.
-    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    assert pipeline.settings.sentry_dsn is None
     (failure_record,) = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
     context = dg.build_run_status_sensor_context(
         sensor_name=run_failure_alert_sensor.name,
         dagster_event=failure_record.event_log_entry.dagster_event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"settings": pipeline.settings},
     ).for_run_failure()
     with caplog.at_level("ERROR", logger="rutter_pipeline.alerts"):
         run_failure_alert_sensor(context)

@@ -201,9 +201,9 @@ def _asset(pipeline: Pipeline) -> dg.AssetsDefinition:
 
 
 def test_a_merchant_whose_orders_stopped_arriving_is_stale_and_alerts(
-    pipeline: Pipeline, instance_factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, instance_factory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    assert pipeline.settings.sentry_dsn is None  # the alert goes to the log
     instance = instance_factory([pipeline.connection_id])
     defs = pipeline.definitions()
     job = defs.resolve_job_def("merchants_job")
@@ -236,6 +236,7 @@ def test_a_merchant_whose_orders_stopped_arriving_is_stale_and_alerts(
         dagster_event=failure.event_log_entry.dagster_event,
         dagster_instance=instance,
         dagster_run=run,
+        resources={"settings": pipeline.settings},
     ).for_run_failure()
     with caplog.at_level(logging.ERROR, logger="rutter_pipeline.alerts"):
         run_failure_alert_sensor(context)
@@ -339,7 +340,7 @@ def test_a_store_rutter_cannot_answer_yet_keeps_its_platform_and_is_asked_again(
     cid = syncing["connection_id"]
     webhook_registration(pipeline.warehouse_url, cid, syncing["access_token"])  # registered ready too early
     registry = ConnectionRegistry(pipeline.warehouse_url)
-    with RutterClient.from_settings() as client:
+    with RutterClient.from_settings(pipeline.settings) as client:
         first = merchants.refresh(client, registry, [cid])
         assert first.unanswered == [cid] and first.changed == [cid]
         (known,) = registry.merchants(connection_ids=[cid])

@@ -17,8 +17,10 @@ def test_an_onboarded_merchant_is_named_tagged_and_listed(
     realtime_pipeline: Pipeline, pg_instance_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = realtime_pipeline
-    # the realtime sandbox runs three days behind the real clock: its newest orders are that old
+    # the realtime sandbox runs three days behind the real clock: its newest orders are that old; the
+    # daemon's code location reads the environment, the definitions built here the pipeline's settings
     monkeypatch.setenv("RUTTER_STALE_AFTER_HOURS", str(24 * 5))
+    pipeline.configure(stale_after_hours=24 * 5)
     with live_stack(pipeline, pg_instance_factory, monkeypatch) as (instance, context):
         tick(context, pipeline)  # the run-status sensor starts watching (it never looks at older runs)
         merchant = pipeline.sandbox.control.create_connection(

@@ -8,7 +8,7 @@ import pytest
 from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import warehouse_key
-from rutter_pipeline.defs.resources import resources_from_env
+from rutter_pipeline.defs.resources import resources_from_settings
 from rutter_pipeline.entities import ORDERS
 from rutter_pipeline.warehouse.sync_state import get_watermark, set_watermark
 from rutter_pipeline_tests.defs.test_ingest_assets import materialize
@@ -21,7 +21,7 @@ def sync(pipeline: Pipeline, instance: dg.DagsterInstance, entities=("orders",))
     result = incremental_sync_job.execute_in_process(
         run_config=incremental_run_config([pipeline.connection_id], list(entities)),
         instance=instance,
-        resources=resources_from_env(),
+        resources=resources_from_settings(pipeline.settings),
         raise_on_error=False,
     )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -86,9 +86,7 @@ def test_a_later_partial_load_does_not_hide_changes_to_rows_loaded_before_it(
     assert pipeline.stored(ORDERS, recent) == pipeline.truth(ORDERS, recent)
 
 
-def test_a_record_committed_late_within_the_lag_is_not_skipped(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_record_committed_late_within_the_lag_is_not_skipped(pipeline: Pipeline, instance_factory) -> None:
     """Rutter may commit a record after we saw newer ones: the lag re-reads the window before the watermark."""
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=1)
@@ -102,7 +100,7 @@ def test_a_record_committed_late_within_the_lag_is_not_skipped(
     seen = datetime.fromisoformat(newest["updated_at"].replace("Z", "+00:00")) + timedelta(minutes=5)
     set_watermark(pipeline.warehouse_url, pipeline.connection_id, "orders", seen)
     # ...but that record was committed by Rutter only now: the sync must still find it.
-    monkeypatch.setenv("RUTTER_INCREMENTAL_LAG_MINUTES", "15")
+    pipeline.configure(incremental_lag_minutes=15)
     sync(pipeline, instance)
     stored = {r["id"]: r for r in pipeline.stored(ORDERS, day)}
     assert stored[newest["id"]] == newest
@@ -117,7 +115,7 @@ def test_a_record_committed_late_within_the_lag_is_not_skipped(
     assert updated
     latest = max(datetime.fromisoformat(r["updated_at"].replace("Z", "+00:00")) for r in updated)
     set_watermark(pipeline.warehouse_url, pipeline.connection_id, "orders", latest + timedelta(minutes=5))
-    monkeypatch.setenv("RUTTER_INCREMENTAL_LAG_MINUTES", "1")
+    pipeline.configure(incremental_lag_minutes=1)
     sync(pipeline, instance)
     assert pipeline.stored(ORDERS, other_day) != truth2
 

@@ -6,6 +6,7 @@ real warehouse inbox."""
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 
 import dagster as dg
@@ -15,9 +16,8 @@ import pytest
 from rutter_pipeline.connections import inbox
 from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.connections.states import LIVE
-from rutter_pipeline.defs import sensors
-from rutter_pipeline.defs.resources import WarehouseResource
 from rutter_pipeline.defs.storage import instance_storage_config
+from rutter_pipeline.settings import Settings
 from rutter_pipeline.stack import psycopg2_url
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline_tests.fixtures.daemon import workspace
@@ -53,7 +53,7 @@ def store(url: str, code: str, connection_id: str, n: int, token: str | None = N
 def queue_run(instance: dg.DagsterInstance, origin, connection_id: str) -> dg.DagsterRun:
     from rutter_pipeline.definitions import build_definitions
 
-    job = build_definitions().resolve_job_def("incremental_sync_job")
+    job = build_definitions(Settings.from_env()).resolve_job_def("incremental_sync_job")
     return instance.create_run_for_job(
         job_def=job,
         run_config={"ops": {"sync_connections": {"config": {"connections": [connection_id]}}}},
@@ -63,11 +63,13 @@ def queue_run(instance: dg.DagsterInstance, origin, connection_id: str) -> dg.Da
     )
 
 
-def evaluate(sensor, instance: dg.DagsterInstance, url: str, cursor: str | None = None):
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"warehouse": WarehouseResource(url=url)}
-    ) as context:
-        return sensor(context)
+def evaluate(name: str, instance: dg.DagsterInstance, url: str, cursor: str | None = None, **settings):
+    """One tick of the named sensor, built from the fixture's environment with ``settings`` changed."""
+    from rutter_pipeline.definitions import build_definitions
+
+    defs = build_definitions(replace(Settings.from_env(), warehouse_url=url, **settings))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as context:
+        return defs.get_sensor_def(name)(context)
 
 
 def test_live_means_ready_everywhere() -> None:
@@ -88,7 +90,7 @@ def test_a_pause_cancels_the_connections_queued_runs(pg_url: str, queued_instanc
     mine, theirs = queue_run(queued_instance, origin, "paused"), queue_run(queued_instance, origin, "other")
     store(pg_url, "CONNECTION_NEEDS_UPDATE", "paused", 1)
 
-    result = evaluate(sensors.connection_lifecycle_sensor, queued_instance, pg_url)
+    result = evaluate("connection_lifecycle_sensor", queued_instance, pg_url)
 
     assert registry.get("paused").state == "needs_update"
     assert result.run_requests == []
@@ -96,9 +98,7 @@ def test_a_pause_cancels_the_connections_queued_runs(pg_url: str, queued_instanc
     assert queued_instance.get_run_by_id(theirs.run_id).status == dg.DagsterRunStatus.QUEUED
 
 
-def test_data_events_go_through_the_lifecycle(
-    pg_url: str, queued_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_data_events_go_through_the_lifecycle(pg_url: str, queued_instance: dg.DagsterInstance) -> None:
     migrate(pg_url)
     registry = ConnectionRegistry(pg_url)
     registry.add("ready-one", "token-ready")
@@ -110,7 +110,7 @@ def test_data_events_go_through_the_lifecycle(
     store(pg_url, "TRANSACTION_CREATED", "ready-one", 20)
     store(pg_url, "ORDER_UPDATED", "late", 21)
 
-    first = evaluate(sensors.data_webhook_sensor, queued_instance, pg_url)
+    first = evaluate("data_webhook_sensor", queued_instance, pg_url)
 
     assert registry.get("late").state == "ready"
     assert [r.tags["rutter/trigger"] for r in first.run_requests] == ["history"]
@@ -123,8 +123,7 @@ def test_data_events_go_through_the_lifecycle(
     assert sorted(slots) == ["ready-one"]
     assert sorted(slots["ready-one"]["entities"]) == ["orders", "transactions"]
 
-    monkeypatch.setattr(sensors, "DEBOUNCE_QUIET_SECONDS", 0)
-    second = evaluate(sensors.data_webhook_sensor, queued_instance, pg_url, first.cursor)
+    second = evaluate("data_webhook_sensor", queued_instance, pg_url, first.cursor, webhook_debounce_seconds=0)
     [sync] = second.run_requests
     assert sync.job_name == "incremental_sync_job"  # the sensor targets two jobs: each request names its own
     config = sync.run_config["ops"]["sync_connections"]["config"]
@@ -133,5 +132,5 @@ def test_data_events_go_through_the_lifecycle(
     assert json.loads(second.cursor)["pending"] == {}
 
     # the same events again (a third read finds nothing new): no decision, no run
-    third = evaluate(sensors.data_webhook_sensor, queued_instance, pg_url, second.cursor)
+    third = evaluate("data_webhook_sensor", queued_instance, pg_url, second.cursor)
     assert not getattr(third, "run_requests", None)

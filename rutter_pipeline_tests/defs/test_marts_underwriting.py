@@ -260,7 +260,6 @@ def test_automation_requests_the_marts_after_a_batched_daily_load_and_an_increme
         incremental_run_config,
         incremental_sync_job,
     )
-    from rutter_pipeline.defs.resources import resources_from_env
 
     instance = instance_factory([pipeline.connection_id])
     defs = pipeline.definitions()
@@ -271,7 +270,7 @@ def test_automation_requests_the_marts_after_a_batched_daily_load_and_an_increme
     assert baseline.total_requested == 0  # nothing loaded yet
 
     def run(job: dg.JobDefinition, config: dict) -> None:
-        assert job.execute_in_process(run_config=config, instance=instance, resources=resources_from_env()).success
+        assert job.execute_in_process(run_config=config, instance=instance, resources=defs.resources).success
 
     run(daily_load_job, daily_run_config([pipeline.connection_id], day))
     after_load = dg.evaluate_automation_conditions(

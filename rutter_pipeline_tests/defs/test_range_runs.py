@@ -133,9 +133,7 @@ def test_a_range_run_reports_each_partition_and_holds_back_only_the_malformed_da
     assert load_log(pipeline.warehouse_url, pipeline.connection_id)[bad_day][0] == "loaded"
 
 
-def test_a_nul_character_rejects_its_record_not_the_day(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_nul_character_rejects_its_record_not_the_day(pipeline: Pipeline, instance_factory) -> None:
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=6)
     truth = pipeline.truth(ORDERS, day)
@@ -159,7 +157,7 @@ def test_a_nul_character_rejects_its_record_not_the_day(
     assert [(r[0], r[1].endswith("\\u0000")) for r in rejects] == [(odd_id, True)]
     assert "NUL character" in rejects[0][2][0]["message"]
 
-    monkeypatch.setenv("RUTTER_REJECT_TOLERANCE", "0.5")
+    pipeline.configure(reject_tolerance=0.5)
     tolerant = materialize(pipeline, instance, [ORDERS], day)
     assert tolerant.success
     assert pipeline.stored(ORDERS, day) == [r for r in truth if r["id"] != odd_id]

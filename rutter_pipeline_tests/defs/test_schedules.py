@@ -61,11 +61,9 @@ def test_daily_schedule_loads_yesterday_of_live_connections_only(pipeline: Pipel
     assert sorted(daily_connections(both)) == sorted(ids[:2])
 
 
-def test_schedules_batch_connections_by_the_batch_size(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_schedules_batch_connections_by_the_batch_size(pipeline: Pipeline, instance_factory) -> None:
     ids, instance = connections(pipeline, instance_factory, n=5)
-    monkeypatch.setenv("RUTTER_BATCH_SIZE", "2")
+    pipeline.configure(batch_size=2)
     tick = datetime(2026, 1, 15, 0, 15, tzinfo=UTC)
     daily = evaluate(pipeline, instance, "daily_ingest_schedule", tick)
     assert [len(daily_connections(r)) for r in daily] == [2, 2, 1]

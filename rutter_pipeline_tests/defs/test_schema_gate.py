@@ -55,9 +55,7 @@ def test_schema_change_fails_the_check_and_leaves_the_warehouse_untouched(
     assert snapshot(pipeline.warehouse_url) == before
 
 
-def test_a_malformed_record_goes_to_rejects_and_fails_the_strict_check(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_malformed_record_goes_to_rejects_and_fails_the_strict_check(pipeline: Pipeline, instance_factory) -> None:
     instance = instance_factory([pipeline.connection_id])
     day = pipeline.today - timedelta(days=5)
     truth = pipeline.truth(ORDERS, day)
@@ -79,7 +77,7 @@ def test_a_malformed_record_goes_to_rejects_and_fails_the_strict_check(
     assert errors and all(e["message"] for e in errors)
 
     # with a tolerance the rest of the partition loads, and the reject stays recorded
-    monkeypatch.setenv("RUTTER_REJECT_TOLERANCE", "0.5")
+    pipeline.configure(reject_tolerance=0.5)
     tolerant = materialize(pipeline, instance, [ORDERS], day)
     assert tolerant.success and check_evaluation(tolerant).passed
     stored = pipeline.stored(ORDERS, day)

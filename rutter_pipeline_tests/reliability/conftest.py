@@ -28,7 +28,6 @@ from rutter_pipeline.defs.ingest import landing_key, warehouse_key
 from rutter_pipeline.defs.partitions import DAYS_TAG
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.sandbox import SandboxHandle
-from rutter_pipeline.settings import Settings
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
 TALLY_ENV = "RUTTER_RELIABILITY_TALLY"
@@ -139,15 +138,7 @@ def run_assets(
     days = start.isoformat() if start == end else f"{start.isoformat()}..{end.isoformat()}"
     run_config = None
     if rutter_config:  # the whole resource config, as the launchpad takes it: credentials by variable name
-        settings = Settings.from_env()
-        config = {
-            "base_url": settings.base_url,
-            "client_id": {"env": "RUTTER_CLIENT_ID"},
-            "client_secret": {"env": "RUTTER_CLIENT_SECRET"},
-            "page_limit": settings.page_limit,
-            "window_fragments": settings.window_fragments,
-            "max_requests_per_10s": settings.max_requests_per_10s,
-        }
+        config = {"client_id": {"env": "RUTTER_CLIENT_ID"}, "client_secret": {"env": "RUTTER_CLIENT_SECRET"}}
         run_config = {"resources": {"rutter": {"config": config | rutter_config}}}
     return (
         pipeline.definitions()

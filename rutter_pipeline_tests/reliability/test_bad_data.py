@@ -79,7 +79,7 @@ def schema_check(result):
 
 
 def test_every_bad_value_is_a_reject_naming_its_field_and_the_rest_of_the_day_loads(
-    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch, tally: Tally
+    pipeline: Pipeline, instance_factory, tally: Tally
 ) -> None:
     cases = bad_values()
     merchant = other_connection(pipeline, orders_per_day=len(cases) * 2, history_days=10)
@@ -102,7 +102,7 @@ def test_every_bad_value_is_a_reject_naming_its_field_and_the_rest_of_the_day_lo
     assert not strict.success and not schema_check(strict).passed, "a strict gate passed a day of bad records"
     assert merchant.stored(ORDERS, day) == []
 
-    monkeypatch.setenv("RUTTER_REJECT_TOLERANCE", "0.9")
+    merchant.configure(reject_tolerance=0.9)
     tolerant = run_assets(merchant, instance, [ORDERS], day)
     assert tolerant.success, [e.message for e in tolerant.all_events if e.is_failure]
 

@@ -59,7 +59,6 @@ def test_a_run_failing_on_an_upstream_outage_is_retried_after_its_backoff_and_co
         # The client gives up after 2 quick attempts instead of 8 over about a minute (the launchpad's
         # knobs): the same failure, sooner. The secrets stay environment references.
         fast_client = {
-            "base_url": pipeline.sandbox.base_url,
             "client_id": {"env": "RUTTER_CLIENT_ID"},
             "client_secret": {"env": "RUTTER_CLIENT_SECRET"},
             "max_attempts": 2,

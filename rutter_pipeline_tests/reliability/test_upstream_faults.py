@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
-from rutter_pipeline.defs.resources import resources_from_env
+from rutter_pipeline.defs.resources import resources_from_settings
 from rutter_pipeline.entities import ORDERS, TRANSACTIONS
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 from rutter_pipeline_tests.reliability.conftest import Tally, run_assets
@@ -33,12 +33,12 @@ pytestmark = pytest.mark.postgres
 
 ENTITIES = (ORDERS, TRANSACTIONS)
 # Small pages: a day of a dozen orders becomes a dozen requests, enough for a 30% rate to hit often.
-PAGE_LIMIT = "3"
+PAGE_LIMIT = 3
 
 
 @pytest.fixture
-def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUTTER_PAGE_LIMIT", PAGE_LIMIT)
+def small_pages(pipeline: Pipeline) -> None:
+    pipeline.configure(page_limit=PAGE_LIMIT)
 
 
 # The client's retry policy as deployed, with a shorter first backoff so that the suite stays quick.
@@ -129,7 +129,7 @@ def test_records_updated_between_pages_of_one_window_are_stored_at_their_newest(
     sync = incremental_sync_job.execute_in_process(
         run_config=incremental_run_config([pipeline.connection_id], ["orders"]),
         instance=instance,
-        resources=resources_from_env(),
+        resources=resources_from_settings(pipeline.settings),
         raise_on_error=False,
     )
     steps = tally.sandbox_faults(pipeline.sandbox)
@@ -144,7 +144,7 @@ def test_records_updated_between_pages_of_one_window_are_stored_at_their_newest(
     again = incremental_sync_job.execute_in_process(
         run_config=incremental_run_config([pipeline.connection_id], ["orders"]),
         instance=instance,
-        resources=resources_from_env(),
+        resources=resources_from_settings(pipeline.settings),
         raise_on_error=False,
     )
     assert again.success

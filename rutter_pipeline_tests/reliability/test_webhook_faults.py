@@ -30,7 +30,7 @@ from rutter_pipeline.connections.inbox import read_events
 from rutter_pipeline.connections.lifecycle import apply_events
 from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import incremental_run_config, incremental_sync_job
-from rutter_pipeline.defs.resources import resources_from_env
+from rutter_pipeline.defs.resources import resources_from_settings
 from rutter_pipeline.entities import ORDERS, TRANSACTIONS
 from rutter_pipeline.rutter.signatures import HEADER, sign
 from rutter_pipeline.webhooks import run_receiver
@@ -126,7 +126,7 @@ def test_retried_duplicated_shuffled_webhooks_load_the_merchant_exactly_once(
     sync = incremental_sync_job.execute_in_process(
         run_config=incremental_run_config([cid], sorted(synced & {"orders", "transactions"})),
         instance=instance,
-        resources=resources_from_env(),
+        resources=resources_from_settings(pipeline.settings),
         raise_on_error=False,
     )
     assert sync.success, [e.message for e in sync.all_events if e.is_failure]

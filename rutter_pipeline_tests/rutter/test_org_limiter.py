@@ -15,7 +15,6 @@ from rutter_pipeline.rutter.limiter import RequestLimiter
 from rutter_pipeline.rutter.rate_buckets import (
     PG_SCHEMA,
     RATE_LIMIT_URL_ENV,
-    backend_from_env,
     org_key,
     resolve_backend,
 )
@@ -29,12 +28,18 @@ SANDBOX_LIMIT = 500
 ORG_LIMIT = 450
 
 
+def backend_from(env: dict[str, str]):
+    """The backend a client built from these settings limits itself in."""
+    settings = Settings.from_env({"RUTTER_CLIENT_ID": "org", "RUTTER_CLIENT_SECRET": "s3cret-value", **env})
+    return resolve_backend(ClientConfig.from_settings(settings).rate_limit_url)
+
+
 def test_the_in_process_fallback_is_chosen_only_without_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_backend(None, None).kind == "memory"
-    assert backend_from_env({}).kind == "memory"
-    assert backend_from_env({"WAREHOUSE_URL": "postgresql://u:pw@db/wh"}).kind == "postgres"
-    assert backend_from_env({"WAREHOUSE_URL": "postgresql://db/wh", RATE_LIMIT_URL_ENV: "memory"}).kind == "memory"
-    redis = backend_from_env({"WAREHOUSE_URL": "postgresql://db/wh", RATE_LIMIT_URL_ENV: "redis://:pw@cache:6379/0"})
+    assert backend_from({}).kind == "memory"
+    assert backend_from({"WAREHOUSE_URL": "postgresql://u:pw@db/wh"}).kind == "postgres"
+    assert backend_from({"WAREHOUSE_URL": "postgresql://db/wh", RATE_LIMIT_URL_ENV: "memory"}).kind == "memory"
+    redis = backend_from({"WAREHOUSE_URL": "postgresql://db/wh", RATE_LIMIT_URL_ENV: "redis://:pw@cache:6379/0"})
     assert redis.kind == "redis" and "pw" not in redis.describe() and "pw" not in repr(redis)
     with pytest.raises(ValueError, match="postgresql://, redis://"):
         resolve_backend("mysql://db/x")

@@ -37,6 +37,7 @@ from rutter_pipeline.defs.partitions import month_end
 from rutter_pipeline.entities import ENTITIES
 from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle
 from rutter_pipeline.sandbox.config import FaultSettings
+from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse.migrations import migrate
 from rutter_pipeline_tests.fixtures.daemon import launch_backfill, run_backfill_until_done, wait_for_runs, workspace
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
@@ -308,7 +309,8 @@ def test_a_backfill_on_two_celery_workers_survives_a_killed_worker(
     # The warehouse equals the sandbox's ground truth: nothing lost, nothing doubled.
     last = month_end(today)
     for conn in connections:
-        view = Pipeline(sandbox, pg_url, conn["connection_id"], conn["access_token"], today, env)
+        settings = Settings.from_env(env)
+        view = Pipeline(sandbox, pg_url, conn["connection_id"], conn["access_token"], today, env, settings)
         for spec in ENTITIES.values():
             stored, truth = view.stored(spec, history_start, last), view.truth(spec, history_start, last)
             assert truth, f"{spec.name} of {conn['connection_id']}: the sandbox served nothing"
