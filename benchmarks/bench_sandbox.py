@@ -31,8 +31,17 @@ from rutter_pipeline.sandbox import SandboxConfig, SandboxHandle, run_sandbox
 
 DAY_MS = 86_400_000
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-COLUMNS = ("scenario", "clients", "runs", "orders", "median orders/s", "best orders/s", "best MB/s",
-           "server CPU us/order", "server capacity orders/s")
+COLUMNS = (
+    "scenario",
+    "clients",
+    "runs",
+    "orders",
+    "median orders/s",
+    "best orders/s",
+    "best MB/s",
+    "server CPU us/order",
+    "server capacity orders/s",
+)
 
 
 def fetch_day(base_url: str, auth: tuple[str, str], token: str, day_start: int) -> tuple[int, int]:
@@ -40,8 +49,12 @@ def fetch_day(base_url: str, auth: tuple[str, str], token: str, day_start: int) 
     session = requests.Session()
     session.auth = auth
     session.headers["X-Rutter-Version"] = "2023-03-14"
-    params = {"access_token": token, "limit": 500, "created_at_min": day_start,
-              "created_at_max": day_start + DAY_MS - 1}
+    params = {
+        "access_token": token,
+        "limit": 500,
+        "created_at_min": day_start,
+        "created_at_max": day_start + DAY_MS - 1,
+    }
     orders = size = 0
     while True:
         resp = session.get(base_url + "/orders", params=params, timeout=120)
@@ -75,10 +88,17 @@ def scenario(name: str, sb: SandboxHandle, token: str, day_sets: list[list[int]]
     rates = sorted(orders / secs for orders, _, secs, _ in runs)
     orders = sum(r[0] for r in runs)
     cpu_us = sum(r[3] for r in runs) / orders * 1e6
-    row = {"scenario": name, "clients": clients, "runs": f"{len(runs)} x {len(day_sets[0])} days", "orders": orders,
-           "median orders/s": round(rates[len(rates) // 2]), "best orders/s": round(rates[-1]),
-           "best MB/s": round(max(size / secs / 1e6 for _, size, secs, _ in runs), 1),
-           "server CPU us/order": round(cpu_us, 1), "server capacity orders/s": round(1e6 / cpu_us)}
+    row = {
+        "scenario": name,
+        "clients": clients,
+        "runs": f"{len(runs)} x {len(day_sets[0])} days",
+        "orders": orders,
+        "median orders/s": round(rates[len(rates) // 2]),
+        "best orders/s": round(rates[-1]),
+        "best MB/s": round(max(size / secs / 1e6 for _, size, secs, _ in runs), 1),
+        "server CPU us/order": round(cpu_us, 1),
+        "server capacity orders/s": round(1e6 / cpu_us),
+    }
     print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |", flush=True)
     return row
 
@@ -90,15 +110,22 @@ def note(text: str) -> None:
 def run_scenarios(prewarm: bool, args: argparse.Namespace) -> None:
     per_set, reps = args.days, args.runs
     history = 2 * reps * per_set + 2
-    config = SandboxConfig(now=NOW, history_days=history, rate_limit_per_10s=1_000_000, prewarm=prewarm,
-                           cache_records=1_000_000, read_ahead=not args.no_read_ahead)
+    config = SandboxConfig(
+        now=NOW,
+        history_days=history,
+        rate_limit_per_10s=1_000_000,
+        prewarm=prewarm,
+        cache_records=1_000_000,
+        read_ahead=not args.no_read_ahead,
+    )
     with run_sandbox(config, subprocess=True) as sb:
-        conn = sb.control.create_connection(platform="SHOPIFY", orders_per_day=args.orders_per_day,
-                                            history_days=history)
+        conn = sb.control.create_connection(
+            platform="SHOPIFY", orders_per_day=args.orders_per_day, history_days=history
+        )
         token = conn["access_token"]
         first = (int(NOW.timestamp() * 1000) // DAY_MS - 1) * DAY_MS  # yesterday, then older days
         days = [first - i * DAY_MS for i in range(2 * reps * per_set)]
-        sets = [days[i * per_set: (i + 1) * per_set] for i in range(2 * reps)]
+        sets = [days[i * per_set : (i + 1) * per_set] for i in range(2 * reps)]
         seq_sets, conc_sets = sets[:reps], sets[reps:]
         label = "prewarmed" if prewarm else "cold"
         if prewarm:
@@ -110,13 +137,17 @@ def run_scenarios(prewarm: bool, args: argparse.Namespace) -> None:
         scenario(f"{args.clients} concurrent, {label} days", sb, token, conc_sets, args.clients)
         if not prewarm:
             stats = sb.control.stats()
-            note(f"after the cold runs: peak RSS {stats['process']['peak_rss_mb']} MB, "
-                 f"read-ahead generated {stats['read_ahead'].get('records_done', 0)} records")
+            note(
+                f"after the cold runs: peak RSS {stats['process']['peak_rss_mb']} MB, "
+                f"read-ahead generated {stats['read_ahead'].get('records_done', 0)} records"
+            )
             scenario("sequential, days served before", sb, token, [seq_sets[0]] * reps, 1)
             scenario(f"{args.clients} concurrent, days served before", sb, token, [conc_sets[0]] * reps, args.clients)
         stats = sb.control.stats()
-        note(f"server: {stats['requests_total']} requests, cache {stats['cache']['records']} records, "
-             f"peak RSS {stats['process']['peak_rss_mb']} MB")
+        note(
+            f"server: {stats['requests_total']} requests, cache {stats['cache']['records']} records, "
+            f"peak RSS {stats['process']['peak_rss_mb']} MB"
+        )
 
 
 def main() -> int:
@@ -128,9 +159,11 @@ def main() -> int:
     parser.add_argument("--no-read-ahead", action="store_true", help="sandbox without read-ahead (for comparison)")
     parser.add_argument("--no-prewarm-phase", action="store_true", help="skip the prewarmed-days phase")
     args = parser.parse_args()
-    print(f"bench_sandbox: merchant of {args.orders_per_day} orders/day, limit=500 pages, orjson parse of "
-          f"every body, read-ahead {'off' if args.no_read_ahead else 'on'}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"bench_sandbox: merchant of {args.orders_per_day} orders/day, limit=500 pages, orjson parse of "
+        f"every body, read-ahead {'off' if args.no_read_ahead else 'on'}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     run_scenarios(False, args)

@@ -401,7 +401,11 @@ def _apply_event(
             [
                 Decision(
                     DecisionKind(d["kind"]),
-                    event.connection_id, d.get("entity"), dict(d.get("detail") or {}), d["event"], d["seq"]
+                    event.connection_id,
+                    d.get("entity"),
+                    dict(d.get("detail") or {}),
+                    d["event"],
+                    d["seq"],
                 )
                 for d in memory.undelivered
                 if d["class"] == klass and delivered_through < d["event"] <= event.id

@@ -145,8 +145,7 @@ class RetriesExhausted(RutterError):
         self.attempts = attempts
         self.elapsed_s = elapsed_s
         super().__init__(
-            f"gave up after {attempts} attempts in {elapsed_s:.1f}s; last error: "
-            f"{type(last).__name__}: {last.message}",
+            f"gave up after {attempts} attempts in {elapsed_s:.1f}s; last error: {type(last).__name__}: {last.message}",
             status=last.status,
             error_type=last.error_type,
             error_code=last.error_code,

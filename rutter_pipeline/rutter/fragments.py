@@ -42,9 +42,7 @@ def _put(q: queue.Queue[Page | _Done], item: Page | _Done, cancel: threading.Eve
     return False
 
 
-def merge_streams(
-    factories: list[StreamFactory], *, max_queued: int, join_timeout_s: float = 30.0
-) -> Iterator[Page]:
+def merge_streams(factories: list[StreamFactory], *, max_queued: int, join_timeout_s: float = 30.0) -> Iterator[Page]:
     """Yield the pages of all streams as they arrive; raise the first error any of them hits."""
     q: queue.Queue[Page | _Done] = queue.Queue(maxsize=max_queued)
     cancel = threading.Event()

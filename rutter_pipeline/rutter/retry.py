@@ -52,9 +52,7 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RutterError) and exc.retryable
 
 
-def build_retrying(
-    config: ClientConfig, stats: ClientStats, *, sleep: Callable[[float], None], what: str
-) -> Retrying:
+def build_retrying(config: ClientConfig, stats: ClientStats, *, sleep: Callable[[float], None], what: str) -> Retrying:
     """A tenacity ``Retrying`` for one logical request (``what`` names it in log lines)."""
 
     def before_sleep(state: RetryCallState) -> None:

@@ -42,9 +42,7 @@ USER_AGENT = "rutter-pipeline/0.1 (+requests)"
 class Transport:
     """Pooled HTTP session + shared rate limiter + retry policy for one org's credentials."""
 
-    def __init__(
-        self, config: ClientConfig, stats: ClientStats, limiter: RequestLimiter | None = None
-    ) -> None:
+    def __init__(self, config: ClientConfig, stats: ClientStats, limiter: RequestLimiter | None = None) -> None:
         install_log_redaction()
         register_basic_auth(config.client_id, config.client_secret)
         self.config = config
@@ -97,9 +95,7 @@ class Transport:
             attempt = exc.last_attempt
         last = attempt.exception()
         assert isinstance(last, RutterError)
-        raise RetriesExhausted(
-            last, attempts=attempt.attempt_number, elapsed_s=time.monotonic() - started
-        ) from last
+        raise RetriesExhausted(last, attempts=attempt.attempt_number, elapsed_s=time.monotonic() - started) from last
 
     def _attempt(
         self, path: str, params: dict[str, Any], cancel: threading.Event, bulk: bool
@@ -117,9 +113,7 @@ class Transport:
                 f"response body was cut off or undecodable ({type(exc).__name__})", retryable=True, url=shown
             )
         except requests.Timeout as exc:
-            error = NetworkError(
-                f"request timed out ({type(exc).__name__}, timeouts {self._timeout}s)", url=shown
-            )
+            error = NetworkError(f"request timed out ({type(exc).__name__}, timeouts {self._timeout}s)", url=shown)
         except requests.RequestException as exc:
             error = NetworkError(f"request failed: {type(exc).__name__}: {redact(str(exc))}", url=shown)
         payload: dict[str, Any] = {}
@@ -133,9 +127,7 @@ class Transport:
         log.debug("GET %s -> %d bytes in %.3fs", path, size, elapsed)
         return payload, size, elapsed
 
-    def _read(
-        self, response: requests.Response, display_url: str
-    ) -> tuple[RutterError | None, dict[str, Any]]:
+    def _read(self, response: requests.Response, display_url: str) -> tuple[RutterError | None, dict[str, Any]]:
         """Classify a response: (error, {}) or (None, parsed body)."""
         body = response.content
         self.stats.add(bytes_received=len(body))
@@ -149,8 +141,7 @@ class Transport:
         if parse_error is not None:
             return (
                 ProtocolError(
-                    f"response body of {len(body)} bytes is not valid JSON ({parse_error}); "
-                    "it was probably truncated",
+                    f"response body of {len(body)} bytes is not valid JSON ({parse_error}); it was probably truncated",
                     retryable=True,
                     status=response.status_code,
                     request_id=response.headers.get("X-Rutter-Request-ID"),

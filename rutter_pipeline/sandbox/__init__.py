@@ -10,5 +10,4 @@ from rutter_pipeline.sandbox.config import FaultSettings, SandboxConfig
 from rutter_pipeline.sandbox.control import SandboxControl, SandboxControlError
 from rutter_pipeline.sandbox.server import SandboxHandle, run_sandbox
 
-__all__ = ["FaultSettings", "SandboxConfig", "SandboxControl", "SandboxControlError", "SandboxHandle",
-           "run_sandbox"]
+__all__ = ["FaultSettings", "SandboxConfig", "SandboxControl", "SandboxControlError", "SandboxHandle", "run_sandbox"]

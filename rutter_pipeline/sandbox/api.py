@@ -51,8 +51,9 @@ RAW_SEND_KEY = "sandbox.raw_send"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error_type: str, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, error_type: str, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.error_type, self.code, self.message = status, error_type, code, message
         self.headers = headers
@@ -84,8 +85,13 @@ class DropConnection(Response):
             transport.close()
             cycle.disconnected = True  # uvicorn then skips its own 500 answer
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"1000"), (b"content-type", JSON.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"1000"), (b"content-type", JSON.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"orders": [', "more_body": True})
         raise ConnectionAbortedError("sandbox fault: dropped connection")
 
@@ -144,19 +150,36 @@ class RutterApi:
     def _injected(status: int, retry_after: float | None) -> ApiError:
         if status == 429:
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-            return ApiError(429, "RATE_LIMIT_ERROR", "RATE_LIMIT_EXCEEDED",
-                            "Rate limit exceeded (injected by the sandbox).", headers)
-        return ApiError(status, "SERVER_ERROR", SERVER_ERRORS.get(status, "INTERNAL_SERVER_ERROR"),
-                        f"Upstream error {status} (injected by the sandbox).")
+            return ApiError(
+                429,
+                "RATE_LIMIT_ERROR",
+                "RATE_LIMIT_EXCEEDED",
+                "Rate limit exceeded (injected by the sandbox).",
+                headers,
+            )
+        return ApiError(
+            status,
+            "SERVER_ERROR",
+            SERVER_ERRORS.get(status, "INTERNAL_SERVER_ERROR"),
+            f"Upstream error {status} (injected by the sandbox).",
+        )
 
     def _handle(self, request: Request, handler: Callable[[Request], Response]) -> Response:
         headers = request.headers
         if not self._authorized(headers.get("authorization")):
-            raise ApiError(401, "CONNECTION_ERROR", "INVALID_CREDENTIALS",
-                           "Invalid client credentials: use HTTP Basic auth with your client id and secret.")
+            raise ApiError(
+                401,
+                "CONNECTION_ERROR",
+                "INVALID_CREDENTIALS",
+                "Invalid client credentials: use HTTP Basic auth with your client id and secret.",
+            )
         if not self.sb.limiter.try_acquire(self.sb.config.client_id, blocking=False):
-            raise ApiError(429, "RATE_LIMIT_ERROR", "RATE_LIMIT_EXCEEDED",
-                           f"More than {self.sb.config.rate_limit_per_10s} requests in 10 seconds.")
+            raise ApiError(
+                429,
+                "RATE_LIMIT_ERROR",
+                "RATE_LIMIT_EXCEEDED",
+                f"More than {self.sb.config.rate_limit_per_10s} requests in 10 seconds.",
+            )
         version = headers.get("x-rutter-version")
         if not version:
             raise invalid("The X-Rutter-Version header is required (e.g. 2023-03-14).", "MISSING_VERSION_HEADER")
@@ -183,14 +206,26 @@ class RutterApi:
 
     def _check_state(self, conn: Connection, force_fetch_allowed: bool) -> None:
         if conn.health == "needs_update":
-            raise ApiError(403, "CONNECTION_ERROR", "NEEDS_UPDATE",
-                           "The merchant must re-authenticate this connection (see its link_url).")
+            raise ApiError(
+                403,
+                "CONNECTION_ERROR",
+                "NEEDS_UPDATE",
+                "The merchant must re-authenticate this connection (see its link_url).",
+            )
         if conn.health == "disabled":
-            raise ApiError(403, "CONNECTION_ERROR", "CONNECTION_DISABLED",
-                           "This connection is disabled because of a problem; check /connections/status.")
+            raise ApiError(
+                403,
+                "CONNECTION_ERROR",
+                "CONNECTION_DISABLED",
+                "This connection is disabled because of a problem; check /connections/status.",
+            )
         if not conn.ready and not force_fetch_allowed:
-            raise ApiError(409, "CONNECTION_ERROR", "PRODUCT_NOT_READY",
-                           "The requested product is not yet ready (initial sync running); try again later.")
+            raise ApiError(
+                409,
+                "CONNECTION_ERROR",
+                "PRODUCT_NOT_READY",
+                "The requested product is not yet ready (initial sync running); try again later.",
+            )
 
     @staticmethod
     def _json(doc: object) -> Response:
@@ -250,11 +285,18 @@ class RutterApi:
             rec = conn.merchant.find(entity, rec_id)
             lower = conn.transactional_lower(now) if endpoint.transactional else None
             if rec is None or rec[CREATED] > now or (lower is not None and rec[CREATED] < lower):
-                raise ApiError(404, "INVALID_REQUEST", "NOT_FOUND",
-                               f"No {endpoint.single_envelope} with id {rec_id!r}.")
-            body = b"".join((b'{"connection":', orjson.dumps(conn.envelope()),
-                             f',"{endpoint.single_envelope}":'.encode(),
-                             self.sb.record_bytes(conn, entity, rec, version_at(rec, now)), b"}"))
+                raise ApiError(
+                    404, "INVALID_REQUEST", "NOT_FOUND", f"No {endpoint.single_envelope} with id {rec_id!r}."
+                )
+            body = b"".join(
+                (
+                    b'{"connection":',
+                    orjson.dumps(conn.envelope()),
+                    f',"{endpoint.single_envelope}":'.encode(),
+                    self.sb.record_bytes(conn, entity, rec, version_at(rec, now)),
+                    b"}",
+                )
+            )
             return Response(body, 200, media_type=JSON)
 
         return handle

@@ -29,9 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, default=3, help="demo connections, ready at start")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--orders-per-day", type=int, default=40)
-    parser.add_argument("--uniform", action="store_true",
-                        help="every connection gets exactly --orders-per-day (default: a demo mix of sizes, "
-                             "one in five a 3,000-orders-a-day merchant)")
+    parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="every connection gets exactly --orders-per-day (default: a demo mix of sizes, "
+        "one in five a 3,000-orders-a-day merchant)",
+    )
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--webhook-url", default=None)
     parser.add_argument("--now", default=None, help="simulated start time, ISO 8601 UTC (default: real now)")
@@ -39,8 +42,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault-429", type=float, default=0.0, help="share of requests answered 429")
     parser.add_argument("--fault-5xx", type=float, default=0.0, help="share of requests answered 500/502/503")
     parser.add_argument("--fault-delay", type=float, default=0.0, help="seconds added to every response")
-    parser.add_argument("--no-prewarm", action="store_true",
-                        help="do not generate the connections' history in the background while idle")
+    parser.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="do not generate the connections' history in the background while idle",
+    )
     parser.add_argument("--config-json", default=None, help=argparse.SUPPRESS)  # used by run_sandbox(subprocess)
 
 
@@ -48,10 +54,19 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     if args.config_json:
         return config_from_dict(json.loads(Path(args.config_json).read_text()))
     now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
-    config = SandboxConfig(client_id=args.client_id, client_secret=args.client_secret, seed=args.seed,
-                           connections=args.connections, orders_per_day=args.orders_per_day,
-                           history_days=args.history_days, uniform=args.uniform, now=now, webhook_url=args.webhook_url,
-                           rate_limit_per_10s=args.rate_limit, prewarm=not args.no_prewarm)
+    config = SandboxConfig(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        seed=args.seed,
+        connections=args.connections,
+        orders_per_day=args.orders_per_day,
+        history_days=args.history_days,
+        uniform=args.uniform,
+        now=now,
+        webhook_url=args.webhook_url,
+        rate_limit_per_10s=args.rate_limit,
+        prewarm=not args.no_prewarm,
+    )
     config.faults.rate_429, config.faults.rate_5xx = args.fault_429, args.fault_5xx
     config.faults.delay_seconds = args.fault_delay
     return config
@@ -64,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     base_url = f"http://{args.host}:{sock.getsockname()[1]}/versioned"
     for conn in sandbox.connections.values():
         p = conn.merchant.p
-        print(f"connection {conn.id} access_token {conn.access_token} platform {p.platform} "
-              f"orders/day {p.orders_per_day:g}")
+        print(
+            f"connection {conn.id} access_token {conn.access_token} platform {p.platform} "
+            f"orders/day {p.orders_per_day:g}"
+        )
     print(f"client id {config.client_id}; control API at {base_url.removesuffix('/versioned')}/_sandbox/")
     print(f"{READY_PREFIX}{base_url}", flush=True)
     gc.freeze()  # a long-running server: keep the start-up objects out of every collection

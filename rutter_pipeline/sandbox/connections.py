@@ -88,39 +88,50 @@ class Connection:
 
     def list_item(self) -> dict:
         created = iso_ms(self.created_ms)
-        return {"id": self.id, "access_token": self.access_token, "link_url": self.link_url,
-                "platform": self.platform, "created_at": created,
-                "updated_at": iso_ms(self.last_sync_ms or self.ready_ms or self.created_ms)}
+        return {
+            "id": self.id,
+            "access_token": self.access_token,
+            "link_url": self.link_url,
+            "platform": self.platform,
+            "created_at": created,
+            "updated_at": iso_ms(self.last_sync_ms or self.ready_ms or self.created_ms),
+        }
 
     def fetch_payload(self, now: int) -> dict:
         p = self.merchant.p
         lower = self.transactional_lower(now)
-        return {"connection": {
-            "id": self.id,
-            "store_unique_id": f"{self.id[:8]}.shop.example.com",
-            "estimated_completed_at": None if self.ready else iso_ms(self.created_ms + self.initial_sync_ms),
-            "last_sync_completed_at": None if self.last_sync_ms is None else iso_ms(self.last_sync_ms),
-            "last_sync_started_at": iso_ms(self.last_sync_ms or self.created_ms),
-            "oldest_order_date": iso_ms(lower if lower is not None else self.history_start_ms),
-            "newest_order_date": iso_ms(now),
-            "disabled": self.health == "disabled",
-            "link_url": self.link_url,
-            "needs_update": self.health == "needs_update",
-            "platform": self.platform,
-            "initial_orders_synced_count": round(p.orders_per_day * max(0, now - (lower or self.history_start_ms))
-                                                 / DAY_MS),
-            "store_domain": f"{self.id[:8]}.shop.example.com",
-            "store_name": p.store_name,
-            "created_at": iso_ms(self.created_ms),
-        }}
+        return {
+            "connection": {
+                "id": self.id,
+                "store_unique_id": f"{self.id[:8]}.shop.example.com",
+                "estimated_completed_at": None if self.ready else iso_ms(self.created_ms + self.initial_sync_ms),
+                "last_sync_completed_at": None if self.last_sync_ms is None else iso_ms(self.last_sync_ms),
+                "last_sync_started_at": iso_ms(self.last_sync_ms or self.created_ms),
+                "oldest_order_date": iso_ms(lower if lower is not None else self.history_start_ms),
+                "newest_order_date": iso_ms(now),
+                "disabled": self.health == "disabled",
+                "link_url": self.link_url,
+                "needs_update": self.health == "needs_update",
+                "platform": self.platform,
+                "initial_orders_synced_count": round(
+                    p.orders_per_day * max(0, now - (lower or self.history_start_ms)) / DAY_MS
+                ),
+                "store_domain": f"{self.id[:8]}.shop.example.com",
+                "store_name": p.store_name,
+                "created_at": iso_ms(self.created_ms),
+            }
+        }
 
     def status_payload(self, now: int) -> dict:
         lower = self.transactional_lower(now)
         oldest = iso_ms(lower if lower is not None else self.history_start_ms)
         total = {
-            name: {"oldest_entity_date": oldest if name in ("orders", "transactions") else
-                   iso_ms(self.history_start_ms),
-                   "newest_entity_date": iso_ms(now), "synced_count": None, "ready": self.ready}
+            name: {
+                "oldest_entity_date": oldest if name in ("orders", "transactions") else iso_ms(self.history_start_ms),
+                "newest_entity_date": iso_ms(now),
+                "synced_count": None,
+                "ready": self.ready,
+            }
             for name in STATUS_ENTITIES
         }
         batches = []
@@ -129,17 +140,26 @@ class Connection:
             running = not done and (i == self.batches_done)
             lo = self.batch_lower(i + 1) or self.history_start_ms
             hi = self.batch_lower(i) or now if i else now
-            info = {"status": "COMPLETED" if done else ("IN_PROGRESS" if running else "NOT_STARTED"),
-                    "oldest_batch_entity_date": iso_ms(lo) if done else None,
-                    "newest_batch_entity_date": iso_ms(hi) if done else None}
-            batches.append({
-                "batch_num": i + 1,
-                "progress_info": {"orders": info, "transactions": dict(info)},
-                "config": {"timeFrameInMonths": months,
-                           "entities": {"orders": "REQUIRED", "transactions": "REQUIRED",
-                                        "products": "PREFERRED_BUT_OPTIONAL",
-                                        "customers": "PREFERRED_BUT_OPTIONAL"}},
-            })
+            info = {
+                "status": "COMPLETED" if done else ("IN_PROGRESS" if running else "NOT_STARTED"),
+                "oldest_batch_entity_date": iso_ms(lo) if done else None,
+                "newest_batch_entity_date": iso_ms(hi) if done else None,
+            }
+            batches.append(
+                {
+                    "batch_num": i + 1,
+                    "progress_info": {"orders": info, "transactions": dict(info)},
+                    "config": {
+                        "timeFrameInMonths": months,
+                        "entities": {
+                            "orders": "REQUIRED",
+                            "transactions": "REQUIRED",
+                            "products": "PREFERRED_BUT_OPTIONAL",
+                            "customers": "PREFERRED_BUT_OPTIONAL",
+                        },
+                    },
+                }
+            )
         completed = self.ready and (not self.batches or self.batches_done >= len(self.batches))
         return {
             "connection": {"id": self.id, "orgId": self.org_id, "platform": self.platform},
@@ -149,8 +169,10 @@ class Connection:
                 "link_url": self.link_url,
                 "platform": self.platform,
                 "needs_update_status": {"needs_update": self.health == "needs_update"},
-                "disabled_status": {"is_disabled": self.health == "disabled",
-                                    "disabled_reason": self.disabled_reason if self.health == "disabled" else None},
+                "disabled_status": {
+                    "is_disabled": self.health == "disabled",
+                    "disabled_reason": self.disabled_reason if self.health == "disabled" else None,
+                },
                 "historical_sync_status": {
                     "historical_sync_completed": completed,
                     "total": total,
@@ -170,10 +192,19 @@ class Connection:
         p = self.merchant.p
         lower = self.transactional_lower(now)
         return {
-            "connection_id": self.id, "access_token": self.access_token, "platform": self.platform,
-            "state": self.state, "ready": self.ready, "health": self.health,
-            "orders_per_day": p.orders_per_day, "history_start": iso_ms(self.history_start_ms),
+            "connection_id": self.id,
+            "access_token": self.access_token,
+            "platform": self.platform,
+            "state": self.state,
+            "ready": self.ready,
+            "health": self.health,
+            "orders_per_day": p.orders_per_day,
+            "history_start": iso_ms(self.history_start_ms),
             "served_from": iso_ms(lower if lower is not None else self.history_start_ms),
-            "created_at": iso_ms(self.created_ms), "batches": self.batches, "batches_done": self.batches_done,
-            "store_name": p.store_name, "currency": p.currency, "seed": p.seed,
+            "created_at": iso_ms(self.created_ms),
+            "batches": self.batches,
+            "batches_done": self.batches_done,
+            "store_name": p.store_name,
+            "currency": p.currency,
+            "seed": p.seed,
         }

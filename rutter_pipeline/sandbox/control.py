@@ -17,10 +17,12 @@ class SandboxControl:
         self.root_url = root_url.rstrip("/")
         self._session = requests.Session()
 
-    def _call(self, method: str, path: str, *, json: dict | None = None, params: dict | None = None,
-              timeout: float = 60) -> Any:
-        resp = self._session.request(method, f"{self.root_url}/_sandbox{path}", json=json, params=params,
-                                     timeout=timeout)
+    def _call(
+        self, method: str, path: str, *, json: dict | None = None, params: dict | None = None, timeout: float = 60
+    ) -> Any:
+        resp = self._session.request(
+            method, f"{self.root_url}/_sandbox{path}", json=json, params=params, timeout=timeout
+        )
         if resp.status_code != 200:
             try:
                 message = resp.json().get("error", resp.text)
@@ -32,21 +34,51 @@ class SandboxControl:
     def health(self) -> dict:
         return self._call("GET", "/health", timeout=5)
 
-    def create_connection(self, *, platform: str = "SHOPIFY", orders_per_day: float = 40, history_days: int = 30,
-                          ready: bool = True, initial_sync_minutes: float = 30, batches: list[dict] | None = None,
-                          seed: int | None = None, batch_minutes: float = 60) -> dict:
-        body = {"platform": platform, "orders_per_day": orders_per_day, "history_days": history_days,
-                "ready": ready, "initial_sync_minutes": initial_sync_minutes, "batches": batches,
-                "batch_minutes": batch_minutes, "seed": seed}
+    def create_connection(
+        self,
+        *,
+        platform: str = "SHOPIFY",
+        orders_per_day: float = 40,
+        history_days: int = 30,
+        ready: bool = True,
+        initial_sync_minutes: float = 30,
+        batches: list[dict] | None = None,
+        seed: int | None = None,
+        batch_minutes: float = 60,
+    ) -> dict:
+        body = {
+            "platform": platform,
+            "orders_per_day": orders_per_day,
+            "history_days": history_days,
+            "ready": ready,
+            "initial_sync_minutes": initial_sync_minutes,
+            "batches": batches,
+            "batch_minutes": batch_minutes,
+            "seed": seed,
+        }
         return self._call("POST", "/connections", json=body)
 
-    def create_connections(self, count: int, *, platform: str = "SHOPIFY", orders_per_day: float = 40,
-                           history_days: int = 30, ready: bool = True, initial_sync_minutes: float = 30,
-                           seed: int | None = None) -> list[dict]:
+    def create_connections(
+        self,
+        count: int,
+        *,
+        platform: str = "SHOPIFY",
+        orders_per_day: float = 40,
+        history_days: int = 30,
+        ready: bool = True,
+        initial_sync_minutes: float = 30,
+        seed: int | None = None,
+    ) -> list[dict]:
         """``count`` connections alike in one request (their data differ); their summaries in order."""
-        body = {"count": count, "platform": platform, "orders_per_day": orders_per_day,
-                "history_days": history_days, "ready": ready, "initial_sync_minutes": initial_sync_minutes,
-                "seed": seed}
+        body = {
+            "count": count,
+            "platform": platform,
+            "orders_per_day": orders_per_day,
+            "history_days": history_days,
+            "ready": ready,
+            "initial_sync_minutes": initial_sync_minutes,
+            "seed": seed,
+        }
         return self._call("POST", "/connections", json=body, timeout=600)
 
     def list_connections(self) -> list[dict]:
@@ -68,25 +100,58 @@ class SandboxControl:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
-    def mutate(self, *, connection_id: str, entity: str, day: date, kind: str, field: str | None = None,
-               count: int | None = None, value: object = None, index: int = 0) -> dict:
+    def mutate(
+        self,
+        *,
+        connection_id: str,
+        entity: str,
+        day: date,
+        kind: str,
+        field: str | None = None,
+        count: int | None = None,
+        value: object = None,
+        index: int = 0,
+    ) -> dict:
         """Serve the day's records changed (``mutations.KINDS``); ``set_field`` writes ``value`` at
         ``field`` in ``count`` records from the ``index``-th of the day (in created_at order)."""
-        body = {"connection_id": connection_id, "entity": entity, "day": day.isoformat(), "kind": kind,
-                "field": field, "count": count, "value": value, "index": index}
+        body = {
+            "connection_id": connection_id,
+            "entity": entity,
+            "day": day.isoformat(),
+            "kind": kind,
+            "field": field,
+            "count": count,
+            "value": value,
+            "index": index,
+        }
         return self._call("POST", "/mutations", json=body)
 
     def clear_mutations(self, connection_id: str | None = None) -> None:
         self._call("DELETE", "/mutations", params={"connection_id": connection_id} if connection_id else None)
 
-    def ground_truth(self, entity: str, connection_id: str, *, created_at_min: int | None = None,
-                     created_at_max: int | None = None, updated_at_min: int | None = None,
-                     updated_at_max: int | None = None, sort: str | None = None) -> list[dict]:
-        params = {"entity": entity, "connection_id": connection_id, "created_at_min": created_at_min,
-                  "created_at_max": created_at_max, "updated_at_min": updated_at_min,
-                  "updated_at_max": updated_at_max, "sort": sort}
-        return self._call("GET", "/ground_truth", params={k: v for k, v in params.items() if v is not None},
-                          timeout=600)
+    def ground_truth(
+        self,
+        entity: str,
+        connection_id: str,
+        *,
+        created_at_min: int | None = None,
+        created_at_max: int | None = None,
+        updated_at_min: int | None = None,
+        updated_at_max: int | None = None,
+        sort: str | None = None,
+    ) -> list[dict]:
+        params = {
+            "entity": entity,
+            "connection_id": connection_id,
+            "created_at_min": created_at_min,
+            "created_at_max": created_at_max,
+            "updated_at_min": updated_at_min,
+            "updated_at_max": updated_at_max,
+            "sort": sort,
+        }
+        return self._call(
+            "GET", "/ground_truth", params={k: v for k, v in params.items() if v is not None}, timeout=600
+        )
 
     def stats(self) -> dict:
         return self._call("GET", "/stats")

@@ -20,8 +20,16 @@ from rutter_pipeline.sandbox.query import ENDPOINTS, BadRequest, parse_list_quer
 from rutter_pipeline.sandbox.state import Sandbox, SandboxError
 from rutter_pipeline.sandbox.timefmt import day_number, iso_ms
 
-CREATE_OPTIONS = {"platform", "orders_per_day", "history_days", "ready", "initial_sync_minutes", "batches",
-                  "batch_minutes", "seed"}
+CREATE_OPTIONS = {
+    "platform",
+    "orders_per_day",
+    "history_days",
+    "ready",
+    "initial_sync_minutes",
+    "batches",
+    "batch_minutes",
+    "seed",
+}
 MAX_BULK = 100_000  # connections one create request may make (``count``)
 
 
@@ -138,9 +146,17 @@ class ControlApi:
         if entity not in ENDPOINTS:
             raise SandboxError(f"entity must be one of {', '.join(ENDPOINTS)}")
         day = day_number(date.fromisoformat(str(body.get("day"))))
-        return self.sb.mutations.add(conn.id, entity, day, str(body.get("kind")), body.get("field"),
-                                     body.get("count"), conn.merchant.day(entity, day).keys,
-                                     body.get("value"), int(body.get("index") or 0))
+        return self.sb.mutations.add(
+            conn.id,
+            entity,
+            day,
+            str(body.get("kind")),
+            body.get("field"),
+            body.get("count"),
+            conn.merchant.day(entity, day).keys,
+            body.get("value"),
+            int(body.get("index") or 0),
+        )
 
     def list_mutations(self, request: Request, body: dict) -> list[dict]:
         return self.sb.mutations.listing()
@@ -173,13 +189,19 @@ class ControlApi:
             "requests_total": sum(self.sb.request_stats.values()),
             "faults_injected": dict(self.faults.counts),
             "webhooks": self.sb.webhooks.counts(),
-            "cache": {"entries": len(self.sb.cache), "records": self.sb.cache.weight,
-                      "hits": self.sb.cache.hits, "misses": self.sb.cache.misses},
+            "cache": {
+                "entries": len(self.sb.cache),
+                "records": self.sb.cache.weight,
+                "hits": self.sb.cache.hits,
+                "misses": self.sb.cache.misses,
+            },
             "prewarm": self.sb.prewarmer.summary() if self.sb.prewarmer else {"enabled": False},
             "read_ahead": self.sb.read_ahead.summary() if self.sb.read_ahead else {"enabled": False},
             "lazily_generated_records": self.sb.backlog.records,
-            "process": {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-                        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)},
+            "process": {
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            },
             **self._now(),
         }
 
@@ -189,8 +211,14 @@ class ControlApi:
     def webhook_config(self, request: Request, body: dict) -> dict:
         self.sb.webhooks.configure(**body)
         w = self.sb.webhooks
-        return {"url": w.url, "retry_base": w.retry_base, "max_retries": w.max_retries,
-                "duplicate": w.duplicate, "shuffle": w.shuffle, "timeout": w.timeout}
+        return {
+            "url": w.url,
+            "retry_base": w.retry_base,
+            "max_retries": w.max_retries,
+            "duplicate": w.duplicate,
+            "shuffle": w.shuffle,
+            "timeout": w.timeout,
+        }
 
     async def webhook_wait(self, request: Request, body: dict) -> dict:
         timeout = float(body.get("timeout", 10))

@@ -54,8 +54,14 @@ class CustomerDay:
 
     __slots__ = ("_data", "_identities", "day", "identity_bits", "merchant", "order_bits", "repeats", "times")
 
-    def __init__(self, merchant: Merchant, day: int, times: list[tuple[int, ...]],
-                 order_bits: list[tuple[int, ...]], identity_bits: list[int]) -> None:
+    def __init__(
+        self,
+        merchant: Merchant,
+        day: int,
+        times: list[tuple[int, ...]],
+        order_bits: list[tuple[int, ...]],
+        identity_bits: list[int],
+    ) -> None:
         self.merchant = merchant
         self.day = day
         self.times = times  # per customer: first order time, then the repeat orders' times
@@ -110,8 +116,10 @@ def make_customer_day(merchant: Merchant, day: int) -> CustomerDay:
     for first_ms in sorted([start + 1 + int(r() * (DAY_MS - 2)) for _ in range(count)]):
         repeats = weighted_index(rng, _REPEAT_CUM)
         if repeats:
-            ts = (first_ms, *sorted([first_ms + HOUR_MS + int(r() * (MAX_UPDATE_MS - HOUR_MS))
-                                     for _ in range(repeats)]))
+            ts = (
+                first_ms,
+                *sorted([first_ms + HOUR_MS + int(r() * (MAX_UPDATE_MS - HOUR_MS)) for _ in range(repeats)]),
+            )
         else:
             ts = (first_ms,)
         times.append(ts)
@@ -141,19 +149,43 @@ def _identify(merchant: Merchant, day: int, first_ms: int, pool: int) -> Identit
     null_id = (rolls // 100) % 100 < t.null_customer_id_rate * 100
     phone = None if rolls % 100 < 20 else str(10_000_000_000 + tel)
     c_name, region, country, postal = fd.CITIES[city]
-    address = orjson.Fragment(tight(orjson.dumps({
-        "address1": f"{1 + street % 1000} {fd.STREETS[street // 1000]}", "address2": fd.ADDRESS2[line2],
-        "city": c_name, "country_code": country, "first_name": first, "last_name": last,
-        "postal_code": postal, "region": region, "phone": phone,
-    })))
+    address = orjson.Fragment(
+        tight(
+            orjson.dumps(
+                {
+                    "address1": f"{1 + street % 1000} {fd.STREETS[street // 1000]}",
+                    "address2": fd.ADDRESS2[line2],
+                    "city": c_name,
+                    "country_code": country,
+                    "first_name": first,
+                    "last_name": last,
+                    "postal_code": postal,
+                    "region": region,
+                    "phone": phone,
+                }
+            )
+        )
+    )
     platform = str(1_000_000_000 + platform_id)
-    in_order = orjson.dumps({
-        "id": None if null_id else cid, "platform_id": platform,
-        "email": None if (rolls // 10_000) % 100 < 3 else fd.email_for(first, last, email_n),
-        "first_name": first, "last_name": last, "phone": phone, "created_at": iso_ms(first_ms), "updated_at": "",
-    })[:-2]
-    return (f"~{cid}" if null_id else cid, platform, rolls // 1_000_000 % 100 < t.null_customer_created_rate * 100,
-            address, in_order)
+    in_order = orjson.dumps(
+        {
+            "id": None if null_id else cid,
+            "platform_id": platform,
+            "email": None if (rolls // 10_000) % 100 < 3 else fd.email_for(first, last, email_n),
+            "first_name": first,
+            "last_name": last,
+            "phone": phone,
+            "created_at": iso_ms(first_ms),
+            "updated_at": "",
+        }
+    )[:-2]
+    return (
+        f"~{cid}" if null_id else cid,
+        platform,
+        rolls // 1_000_000 % 100 < t.null_customer_created_rate * 100,
+        address,
+        in_order,
+    )
 
 
 def order_customer(who: Identity, updated_iso: str) -> orjson.Fragment:

@@ -67,8 +67,13 @@ class FaultInjector:
             return FaultDecision(delay, status=503)
         roll = rng.random()
         # "slow" comes last: without it the draws (and so a seeded run) are what they were before it
-        for rate, kind in ((s.rate_drop, "drop"), (s.rate_429, "429"), (s.rate_5xx, "5xx"),
-                           (s.rate_truncate, "truncate"), (s.rate_slow, "slow")):
+        for rate, kind in (
+            (s.rate_drop, "drop"),
+            (s.rate_429, "429"),
+            (s.rate_5xx, "5xx"),
+            (s.rate_truncate, "truncate"),
+            (s.rate_slow, "slow"),
+        ):
             if roll < rate:
                 self.counts[kind] += 1
                 if kind == "slow":

@@ -29,8 +29,13 @@ class IdCodec:
 
     def uuid(self, rest: int, day: int) -> str:
         """The id made of 96 random bits ``rest`` for a record created on ``day``."""
-        return _FORMAT % ((day ^ self._mask ^ rest) & 0xFFFFFFFF, (rest >> 80) & 0xFFFF, (rest >> 68) & 0xFFF,
-                          0x8000 | ((rest >> 48) & 0x3FFF), rest & 0xFFFFFFFFFFFF)
+        return _FORMAT % (
+            (day ^ self._mask ^ rest) & 0xFFFFFFFF,
+            (rest >> 80) & 0xFFFF,
+            (rest >> 68) & 0xFFF,
+            0x8000 | ((rest >> 48) & 0x3FFF),
+            rest & 0xFFFFFFFFFFFF,
+        )
 
     def day_of(self, rec_id: str) -> int | None:
         try:

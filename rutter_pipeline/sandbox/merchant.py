@@ -65,8 +65,13 @@ class Catalog:
 class Merchant:
     """The generated world of one connection. Single-threaded: used from the server's event loop."""
 
-    def __init__(self, profile: MerchantProfile, cache: WeightedLRU, backlog: Backlog | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        profile: MerchantProfile,
+        cache: WeightedLRU,
+        backlog: Backlog | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.p = profile
         self.t: PlatformTraits = traits(profile.platform)
         self.cache = cache
@@ -114,8 +119,9 @@ class Merchant:
     def product_day(self, day: int) -> DayData:
         if day < self.p.first_day:
             return _EMPTY
-        return self.cache.get_or_make((self.p.connection_id, "products", day),
-                                      lambda: make_product_day(self, day)[0], len)
+        return self.cache.get_or_make(
+            (self.p.connection_id, "products", day), lambda: make_product_day(self, day)[0], len
+        )
 
     def variants_for(self, day: int) -> tuple[list[VariantRef], int]:
         """The catalogue an order of ``day`` may reference: products created before that day.
@@ -126,8 +132,9 @@ class Merchant:
         them (one entry per day of history per connection would push out the days clients read).
         """
         upto = max(self.p.first_day, day - 1)
-        catalog = self.cache.get_or_make((self.p.connection_id, "catalog"), Catalog,
-                                         lambda c: 1 + (upto - self.p.first_day) // 8)
+        catalog = self.cache.get_or_make(
+            (self.p.connection_id, "catalog"), Catalog, lambda c: 1 + (upto - self.p.first_day) // 8
+        )
         with generating():  # see gcpolicy
             while len(catalog.lengths) <= upto - self.p.first_day:
                 d = self.p.first_day + len(catalog.lengths)
@@ -138,20 +145,25 @@ class Merchant:
     def customer_day(self, day: int) -> CustomerDay:
         if day < self.p.first_day:
             return CustomerDay(self, day, [], [], [])
-        return self.cache.get_or_make((self.p.connection_id, "customers", day),
-                                      lambda: make_customer_day(self, day), lambda c: 1 + len(c) // 4)
+        return self.cache.get_or_make(
+            (self.p.connection_id, "customers", day), lambda: make_customer_day(self, day), lambda c: 1 + len(c) // 4
+        )
 
     def order_day(self, day: int) -> OrderDay:
         if day < self.p.first_day:
             return OrderDay(_EMPTY, {})
-        return self.cache.get_or_make((self.p.connection_id, "orders", day),
-                                      lambda: make_order_day(self, day, self.backlog), lambda o: 2 * len(o.data))
+        return self.cache.get_or_make(
+            (self.p.connection_id, "orders", day),
+            lambda: make_order_day(self, day, self.backlog),
+            lambda o: 2 * len(o.data),
+        )
 
     def transaction_day(self, day: int) -> DayData:
         if day < self.p.first_day:
             return _EMPTY
-        return self.cache.get_or_make((self.p.connection_id, "transactions", day),
-                                      lambda: make_transaction_day(self, day), len)
+        return self.cache.get_or_make(
+            (self.p.connection_id, "transactions", day), lambda: make_transaction_day(self, day), len
+        )
 
     def day(self, entity: str, day: int) -> DayData:
         if entity == "orders":
@@ -182,8 +194,9 @@ class Merchant:
                             events.append((when, rec[KEY], rec, v))
             return EventDay(events)
 
-        return self.cache.get_or_make((self.p.connection_id, f"events:{entity}", day), make,
-                                      lambda e: len(e.events) // 2)
+        return self.cache.get_or_make(
+            (self.p.connection_id, f"events:{entity}", day), make, lambda e: len(e.events) // 2
+        )
 
     def find(self, entity: str, rec_id: str) -> Rec | None:
         """A record by id (ids carry their creation day), whatever the clock says."""

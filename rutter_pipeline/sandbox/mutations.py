@@ -66,8 +66,11 @@ class Mutation:
         return doc
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "field": self.field,
-                "record_keys": sorted(self.keys) if self.keys is not None else None}
+        return {
+            "kind": self.kind,
+            "field": self.field,
+            "record_keys": sorted(self.keys) if self.keys is not None else None,
+        }
 
 
 def retype(value: object) -> object:
@@ -117,8 +120,18 @@ class Mutations:
         # mutated versions already serialized: (slot, record key, version) -> bytes
         self._memo: dict[tuple[tuple[str, str, int], str, int], bytes] = {}
 
-    def add(self, connection_id: str, entity: str, day: int, kind: str, field: str | None,
-            count: int | None, day_keys: list[str], value: object = None, index: int = 0) -> dict:
+    def add(
+        self,
+        connection_id: str,
+        entity: str,
+        day: int,
+        kind: str,
+        field: str | None,
+        count: int | None,
+        day_keys: list[str],
+        value: object = None,
+        index: int = 0,
+    ) -> dict:
         if kind not in KINDS:
             raise ValueError(f"unknown mutation kind {kind!r}; known: {', '.join(KINDS)}")
         if entity not in CORRUPTIONS:
@@ -145,8 +158,13 @@ class Mutations:
         slot = (connection_id, entity, day)
         self._by_day.setdefault(slot, []).append(mutation)
         self._forget(slot)
-        return {"connection_id": connection_id, "entity": entity, "day": day, **mutation.describe(),
-                "records_in_day": len(day_keys)}
+        return {
+            "connection_id": connection_id,
+            "entity": entity,
+            "day": day,
+            **mutation.describe(),
+            "records_in_day": len(day_keys),
+        }
 
     def clear(self, connection_id: str | None = None) -> None:
         for slot in [s for s in self._by_day if connection_id is None or s[0] == connection_id]:
@@ -180,5 +198,8 @@ class Mutations:
         return data
 
     def listing(self) -> list[dict]:
-        return [{"connection_id": c, "entity": e, "day": d, **m.describe()}
-                for (c, e, d), ms in self._by_day.items() for m in ms]
+        return [
+            {"connection_id": c, "entity": e, "day": d, **m.describe()}
+            for (c, e, d), ms in self._by_day.items()
+            for m in ms
+        ]

@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 
 # currency -> (decimal places, units per USD)
 CURRENCIES: dict[str, tuple[int, float]] = {
-    "USD": (2, 1.0), "EUR": (2, 0.92), "GBP": (2, 0.79), "JPY": (0, 150.0), "CAD": (2, 1.36),
+    "USD": (2, 1.0),
+    "EUR": (2, 0.92),
+    "GBP": (2, 0.79),
+    "JPY": (0, 150.0),
+    "CAD": (2, 1.36),
 }
 LINE_COUNT_WEIGHTS = (0.45, 0.25, 0.15, 0.1, 0.05)
 _CURRENCY_CODES = tuple(CURRENCIES)
@@ -107,25 +111,41 @@ def make_order_day(m: Merchant, day: int, backlog: Backlog | None = None) -> Ord
     return OrderDay(LazyDay(created, keys, fill, backlog), tx)
 
 
-def _order_maker(m: Merchant, day: int, rng: random.Random,
-                 tx: dict[int, list[TxSpec]]) -> Callable[[int, int, str, Identity | None, int], Rec]:
+def _order_maker(
+    m: Merchant, day: int, rng: random.Random, tx: dict[int, list[TxSpec]]
+) -> Callable[[int, int, str, Identity | None, int], Rec]:
     """The function that makes the next order of ``day`` from the day's generator ``rng``."""
     t = m.t
     r = rng.random
     variants, nvariants = m.variants_for(day)
     merchant_currency, fx = m.p.currency, m.fx
-    small_ids, shopify, has_refunds, refund_amounts = (t.small_int_child_ids, t.shopify_fields, t.has_refunds,
-                                                       t.refund_amounts)
+    small_ids, shopify, has_refunds, refund_amounts = (
+        t.small_int_child_ids,
+        t.shopify_fields,
+        t.has_refunds,
+        t.refund_amounts,
+    )
     half_billing = t.name == "AMAZON"  # Amazon masks the billing address of about half its orders
     cash_rate = t.cash_rate
     first_number = 100000 + (day - m.p.first_day) * 100000
     start = day * DAY_MS
     day_prefix = iso_ms(start)[:11]  # "YYYY-MM-DDT": every order of the day is created on it
 
-    def add_tx(when: int, oid: str, customer_pid: str | None, method: str, kind: str, status: str, amount: int,
-               dec: int, currency: str, later: tuple = ()) -> None:
-        tx.setdefault(when // DAY_MS, []).append(tx_spec(rng, when, oid, customer_pid, method, kind, status, amount,
-                                                         dec, currency, later))
+    def add_tx(
+        when: int,
+        oid: str,
+        customer_pid: str | None,
+        method: str,
+        kind: str,
+        status: str,
+        amount: int,
+        dec: int,
+        currency: str,
+        later: tuple = (),
+    ) -> None:
+        tx.setdefault(when // DAY_MS, []).append(
+            tx_spec(rng, when, oid, customer_pid, method, kind, status, amount, dec, currency, later)
+        )
 
     def order(seq: int, created: int, oid: str, who: Identity | None, now: int) -> Rec:
         in_day = created - start
@@ -148,14 +168,33 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
                 product_id, variant_id = v.product_id, v.variant_id
             line_id = str(n + 1) if small_ids else stem + LINE_SUFFIXES[n]
             amount, unit_cost = (price / 100, unit / 100) if dec else (price, unit)
-            lines.append({
-                "id": line_id, "platform_id": str(1_000_000_000 + int(r() * 9_000_000_000)),
-                "product_id": product_id, "variant_id": variant_id, "price": amount, "quantity": qty,
-                "iso_currency_code": currency, "sku": v.sku, "title": v.title, "unit_cost": unit_cost,
-                "created_at": created_iso, "updated_at": created_iso,
-            })
-            fulfil_lines.append({"id": line_id, "product_id": product_id, "variant_id": variant_id, "price": amount,
-                                 "quantity": qty, "sku": v.sku or "", "title": v.title})
+            lines.append(
+                {
+                    "id": line_id,
+                    "platform_id": str(1_000_000_000 + int(r() * 9_000_000_000)),
+                    "product_id": product_id,
+                    "variant_id": variant_id,
+                    "price": amount,
+                    "quantity": qty,
+                    "iso_currency_code": currency,
+                    "sku": v.sku,
+                    "title": v.title,
+                    "unit_cost": unit_cost,
+                    "created_at": created_iso,
+                    "updated_at": created_iso,
+                }
+            )
+            fulfil_lines.append(
+                {
+                    "id": line_id,
+                    "product_id": product_id,
+                    "variant_id": variant_id,
+                    "price": amount,
+                    "quantity": qty,
+                    "sku": v.sku or "",
+                    "title": v.title,
+                }
+            )
         scale = 10**dec
         discount = round(subtotal * 0.1) if r() < 0.2 else 0
         digital = r() < 0.02
@@ -190,8 +229,12 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
             static["total_line_items_price"] = subtotal / 100 if dec else subtotal
             static["total_shipping_discount"] = 0
             static["tags"] = TAG_SETS[int(r() * len(TAG_SETS))]
-        state: dict = {"payment_status": "paid", "status": "active",
-                       "fulfillment_status": None if digital else "unfulfilled", "fulfillments": []}
+        state: dict = {
+            "payment_status": "paid",
+            "status": "active",
+            "fulfillment_status": None if digital else "unfulfilled",
+            "fulfillments": [],
+        }
         if has_refunds:
             state["refunds"] = []
 
@@ -206,15 +249,26 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
         if cash or roll < 0.1:  # payment pending at first
             state["payment_status"] = "pending"
             failed = not cash and roll < 0.02
-            settle = min(horizon, created + MINUTE_MS + int(r() * ((2 * HOUR_MS if not cash else 4 * DAY_MS)
-                                                                    - MINUTE_MS)))
+            settle = min(
+                horizon, created + MINUTE_MS + int(r() * ((2 * HOUR_MS if not cash else 4 * DAY_MS) - MINUTE_MS))
+            )
             if failed:
                 events.append((settle, {"payment_status": "failed", "status": "cancelled"}))
             else:
                 events.append((settle, {"payment_status": "paid"}))
                 pay_time = settle
-            add_tx(created, oid, customer_pid, method, "sale", "pending", total, dec, currency,
-                   ((settle, "failure" if failed else "success"),))
+            add_tx(
+                created,
+                oid,
+                customer_pid,
+                method,
+                "sale",
+                "pending",
+                total,
+                dec,
+                currency,
+                ((settle, "failure" if failed else "success"),),
+            )
         else:
             add_tx(created, oid, customer_pid, method, "sale", "success", total, dec, currency)
         fate = 1.0 if failed else r()
@@ -229,31 +283,45 @@ def _order_maker(m: Merchant, day: int, rng: random.Random,
             shipped = min(horizon, pay_time + 2 * HOUR_MS + int(r() * (5 * DAY_MS - 2 * HOUR_MS)))
             carrier, service = fd.CARRIERS[int(r() * len(fd.CARRIERS))]
             tracking = f"1Z{10**15 + int(r() * 9 * 10**15)}"
-            fulfilment = {"id": stem + FULFILMENT_SUFFIXES[0], "order_id": oid, "carrier": carrier, "service": service,
-                          "tracking_number": tracking, "tracking_url": "https://track.example.com/" + tracking,
-                          "line_items": fulfil_lines}
+            fulfilment = {
+                "id": stem + FULFILMENT_SUFFIXES[0],
+                "order_id": oid,
+                "carrier": carrier,
+                "service": service,
+                "tracking_number": tracking,
+                "tracking_url": "https://track.example.com/" + tracking,
+                "line_items": fulfil_lines,
+            }
             if len(fulfil_lines) > 1 and r() < 0.15:  # partial shipment first
                 first_part = dict(fulfilment, line_items=fulfil_lines[:1])
-                events.append((shipped, {"fulfillment_status": "partial",
-                                         "fulfillments": _Fragment(_dumps([first_part]))}))
+                events.append(
+                    (shipped, {"fulfillment_status": "partial", "fulfillments": _Fragment(_dumps([first_part]))})
+                )
                 shipped = min(horizon, shipped + HOUR_MS + int(r() * (3 * DAY_MS - HOUR_MS)))
                 rest = dict(fulfilment, id=stem + FULFILMENT_SUFFIXES[1], line_items=fulfil_lines[1:])
-                events.append((shipped, {"fulfillment_status": "fulfilled",
-                                         "fulfillments": _Fragment(_dumps([first_part, rest]))}))
+                events.append(
+                    (
+                        shipped,
+                        {"fulfillment_status": "fulfilled", "fulfillments": _Fragment(_dumps([first_part, rest]))},
+                    )
+                )
             else:
-                events.append((shipped, {"fulfillment_status": "fulfilled",
-                                         "fulfillments": _Fragment(_dumps([fulfilment]))}))
+                events.append(
+                    (shipped, {"fulfillment_status": "fulfilled", "fulfillments": _Fragment(_dumps([fulfilment]))})
+                )
             if fate < 0.07:  # ~5%: refunded days after delivery
                 when = min(horizon, shipped + DAY_MS + int(r() * 19 * DAY_MS))
                 line = lines[0]
                 patch = {"payment_status": "refunded"}
                 if has_refunds:
                     amount = f"{line['price']:.{dec}f}" if refund_amounts else None
-                    patch["refunds"] = [{"line_items": [{"line_item_id": line["id"], "quantity": line["quantity"],
-                                                         "amount": amount}]}]
+                    patch["refunds"] = [
+                        {"line_items": [{"line_item_id": line["id"], "quantity": line["quantity"], "amount": amount}]}
+                    ]
                 events.append((when, patch))
-                add_tx(when, oid, customer_pid, method, "refund", "success", round(line["price"] * scale), dec,
-                       currency)
+                add_tx(
+                    when, oid, customer_pid, method, "refund", "success", round(line["price"] * scale), dec, currency
+                )
             elif shopify and fate < 0.25:
                 events.append((min(horizon, shipped + 3 * DAY_MS + int(r() * 7 * DAY_MS)), {"status": "archived"}))
 

@@ -72,28 +72,31 @@ def _product(merchant: Merchant, rng: random.Random, day: int, created: int) -> 
         sku = None if rng.random() < 0.03 else f"SKU-{ri(rng, 0, 10**6):06d}-{size}"
         title = name if nvar == 1 else f"{name} / {size} / {color}"
         price = base_price + i * 100
-        variants.append({
-            "id": vid,
-            "platform_id": str(ri(rng, 10**9, 10**10)),
-            "product_id": pid,
-            "price": money(price, decimals),
-            "requires_shipping": rng.random() < 0.92,
-            "barcode": None if rng.random() < 0.5 else f"{ri(rng, 10**12, 10**13)}",
-            "fulfillment_service": "manual",
-            "inventory_management": pick(rng, ("shopify", "platform", None)),
-            "iso_currency_code": currency,
-            "sku": sku,
-            "title": title,
-            "unit_cost": None if rng.random() < 0.3 else money(price // 2, decimals),
-            "description": None,
-            "images": [{"src": f"https://cdn.example.com/{pid}/{i}.jpg"}],
-            "option_values": [] if nvar == 1 else [{"name": "Size", "value": size},
-                                                   {"name": "Color", "value": color}],
-            "weight": None if rng.random() < 0.2 else {"unit": "kg", "value": ri(rng, 1, 50) / 10},
-            "inventory": {"total_count": ri(rng, 0, 500), "locations": None},
-            "created_at": created_iso,
-            "updated_at": created_iso,
-        })
+        variants.append(
+            {
+                "id": vid,
+                "platform_id": str(ri(rng, 10**9, 10**10)),
+                "product_id": pid,
+                "price": money(price, decimals),
+                "requires_shipping": rng.random() < 0.92,
+                "barcode": None if rng.random() < 0.5 else f"{ri(rng, 10**12, 10**13)}",
+                "fulfillment_service": "manual",
+                "inventory_management": pick(rng, ("shopify", "platform", None)),
+                "iso_currency_code": currency,
+                "sku": sku,
+                "title": title,
+                "unit_cost": None if rng.random() < 0.3 else money(price // 2, decimals),
+                "description": None,
+                "images": [{"src": f"https://cdn.example.com/{pid}/{i}.jpg"}],
+                "option_values": []
+                if nvar == 1
+                else [{"name": "Size", "value": size}, {"name": "Color", "value": color}],
+                "weight": None if rng.random() < 0.2 else {"unit": "kg", "value": ri(rng, 1, 50) / 10},
+                "inventory": {"total_count": ri(rng, 0, 500), "locations": None},
+                "created_at": created_iso,
+                "updated_at": created_iso,
+            }
+        )
         refs.append(VariantRef(pid, vid, sku, title, price))
     static = {
         "id": pid,
@@ -111,8 +114,10 @@ def _product(merchant: Merchant, rng: random.Random, day: int, created: int) -> 
     if rng.random() < 0.25:  # a price change within the update horizon
         when = created + ri(rng, HOUR_MS, MAX_UPDATE_MS)
         when_iso = iso_ms(when)
-        repriced = [dict(v, price=money(round(r.price * 1.1), decimals), updated_at=when_iso)
-                    for v, r in zip(variants, refs, strict=True)]
+        repriced = [
+            dict(v, price=money(round(r.price * 1.1), decimals), updated_at=when_iso)
+            for v, r in zip(variants, refs, strict=True)
+        ]
         times.append(when)
         changing.append({"variants": repriced, "updated_at": when_iso})
     return versioned(pid, created, tuple(times), static, changing, merchant.clock()), refs

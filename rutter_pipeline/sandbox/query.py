@@ -41,16 +41,22 @@ class Endpoint:
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "orders": Endpoint("orders", "orders", "order", force_fetch=True, transactional=True, enums=(
-        ("payment_status", ("pending", "paid", "refunded", "failed", "unknown")),
-        ("fulfillment_status", ("fulfilled", "unfulfilled", "partial", "unknown")),
-    )),
-    "products": Endpoint("products", "products", "product", enums=(
-        ("status", ("active", "archived", "inactive", "draft")),
-    )),
+    "orders": Endpoint(
+        "orders",
+        "orders",
+        "order",
+        force_fetch=True,
+        transactional=True,
+        enums=(
+            ("payment_status", ("pending", "paid", "refunded", "failed", "unknown")),
+            ("fulfillment_status", ("fulfilled", "unfulfilled", "partial", "unknown")),
+        ),
+    ),
+    "products": Endpoint(
+        "products", "products", "product", enums=(("status", ("active", "archived", "inactive", "draft")),)
+    ),
     "customers": Endpoint("customers", "customers", "customer", created_filter=False),
-    "transactions": Endpoint("transactions", "transactions", None, force_fetch=True, transactional=True,
-                             sortable=True),
+    "transactions": Endpoint("transactions", "transactions", None, force_fetch=True, transactional=True, sortable=True),
 }
 
 
@@ -76,8 +82,18 @@ class ListQuery:
         return self.updated_min is not None or self.updated_max is not None
 
     def fingerprint(self, connection_id: str) -> str:
-        basis = orjson.dumps([connection_id, self.endpoint.entity, self.created_min, self.created_max,
-                              self.updated_min, self.updated_max, self.desc, list(self.equals)])
+        basis = orjson.dumps(
+            [
+                connection_id,
+                self.endpoint.entity,
+                self.created_min,
+                self.created_max,
+                self.updated_min,
+                self.updated_max,
+                self.desc,
+                list(self.equals),
+            ]
+        )
         return hashlib.sha256(basis).hexdigest()[:16]
 
 
@@ -93,8 +109,9 @@ def _int_param(params: Mapping[str, str], name: str) -> int | None:
 
 def parse_list_query(endpoint: Endpoint, params: Mapping[str, str], connection_id: str) -> ListQuery:
     if not endpoint.created_filter and ("created_at_min" in params or "created_at_max" in params):
-        raise BadRequest(f"/{endpoint.entity} does not accept created_at_min/created_at_max; "
-                         "use updated_at_min/updated_at_max")
+        raise BadRequest(
+            f"/{endpoint.entity} does not accept created_at_min/created_at_max; use updated_at_min/updated_at_max"
+        )
     created_min, created_max = _int_param(params, "created_at_min"), _int_param(params, "created_at_max")
     updated_min, updated_max = _int_param(params, "updated_at_min"), _int_param(params, "updated_at_max")
     for lo, hi, name in ((created_min, created_max, "created_at"), (updated_min, updated_max, "updated_at")):
@@ -125,13 +142,24 @@ def parse_list_query(endpoint: Endpoint, params: Mapping[str, str], connection_i
             if value not in allowed:
                 raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
             equals.append((name, value))
-    query = ListQuery(endpoint, created_min, created_max, updated_min, updated_max, desc, limit, None,
-                      force == "true", tuple(equals))
+    query = ListQuery(
+        endpoint, created_min, created_max, updated_min, updated_max, desc, limit, None, force == "true", tuple(equals)
+    )
     cursor = params.get("cursor")
     if cursor:
         after = decode_cursor(cursor, query.fingerprint(connection_id))
-        query = ListQuery(endpoint, created_min, created_max, updated_min, updated_max, desc, limit, after,
-                          force == "true", tuple(equals))
+        query = ListQuery(
+            endpoint,
+            created_min,
+            created_max,
+            updated_min,
+            updated_max,
+            desc,
+            limit,
+            after,
+            force == "true",
+            tuple(equals),
+        )
     return query
 
 
@@ -154,8 +182,9 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[int, str]:
 Selected = list[tuple[Rec, int]]
 
 
-def select(merchant: Merchant, q: ListQuery, now: int, lower: int | None,
-           limit: int | None) -> tuple[Selected, tuple[int, str] | None]:
+def select(
+    merchant: Merchant, q: ListQuery, now: int, lower: int | None, limit: int | None
+) -> tuple[Selected, tuple[int, str] | None]:
     """The records of one page (or all of them when ``limit`` is None) and the sort key of the next.
 
     ``lower`` is the oldest ``created_at`` the connection serves for this entity (lookback, data
@@ -175,9 +204,9 @@ def select(merchant: Merchant, q: ListQuery, now: int, lower: int | None,
         if after is not None:
             lo, hi = (max(lo, after[0]), hi) if not q.desc else (lo, min(hi, after[0]))
         days = range(lo // DAY_MS, hi // DAY_MS + 1)
-        for day in (reversed(days) if q.desc else days):
+        for day in reversed(days) if q.desc else days:
             span = merchant.event_day(q.endpoint.entity, day).span(lo, hi)
-            for t, key, rec, v in (reversed(span) if q.desc else span):
+            for t, key, rec, v in reversed(span) if q.desc else span:
                 if after is not None and ((t, key) > after if q.desc else (t, key) < after):
                     continue
                 if version_at(rec, now) != v or not cmin <= rec[CREATED] <= cmax:
@@ -196,12 +225,12 @@ def select(merchant: Merchant, q: ListQuery, now: int, lower: int | None,
     if after is not None:
         lo, hi = (max(lo, after[0]), hi) if not q.desc else (lo, min(hi, after[0]))
     days = range(lo // DAY_MS, hi // DAY_MS + 1)
-    for day in (reversed(days) if q.desc else days):
+    for day in reversed(days) if q.desc else days:
         data = merchant.day(q.endpoint.entity, day)
         i, j = data.bounds(lo, hi, after, q.desc)
         if want is not None:  # generate what this page needs at once (days may be generated lazily)
             data.ensure(j if q.desc else min(j, i + want - len(out)))
-        for idx in (range(j - 1, i - 1, -1) if q.desc else range(i, j)):
+        for idx in range(j - 1, i - 1, -1) if q.desc else range(i, j):
             rec = data.at(idx)
             v = version_at(rec, now)
             if equals and not _matches(rec, v, equals):

@@ -78,8 +78,9 @@ def tight(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
-def versioned(key: str, created_ms: int, times: tuple[int, ...], static: dict, changing: list[dict],
-              now: int = -1) -> Rec:
+def versioned(
+    key: str, created_ms: int, times: tuple[int, ...], static: dict, changing: list[dict], now: int = -1
+) -> Rec:
     """A record from its static fields and, per version, the full set of its changing fields.
 
     Neither part may be empty (every version carries at least ``updated_at``). Versions superseded
@@ -89,8 +90,9 @@ def versioned(key: str, created_ms: int, times: tuple[int, ...], static: dict, c
     if current >= len(times) - 1:
         static.update(changing[-1])
         return key, created_ms, times, tight(orjson.dumps(static)), ()
-    tails = tuple([orjson.dumps(c).replace(b"{", b",", 1) if v >= current else SUPERSEDED
-                   for v, c in enumerate(changing)])
+    tails = tuple(
+        [orjson.dumps(c).replace(b"{", b",", 1) if v >= current else SUPERSEDED for v, c in enumerate(changing)]
+    )
     return key, created_ms, times, orjson.dumps(static)[:-1], tails
 
 
@@ -119,8 +121,9 @@ class DayData:
     def all(self) -> list[Rec]:
         return self.recs
 
-    def bounds(self, lo_ms: int, hi_ms: int, after: tuple[int, str] | None = None,
-               desc: bool = False) -> tuple[int, int]:
+    def bounds(
+        self, lo_ms: int, hi_ms: int, after: tuple[int, str] | None = None, desc: bool = False
+    ) -> tuple[int, int]:
         """Index range [i, j) of the records with lo <= created_at <= hi, past the cursor key ``after``."""
         created, keys = self.created, self.keys
         i, j = bisect_left(created, lo_ms), bisect_right(created, hi_ms)
@@ -143,8 +146,13 @@ class LazyDay(DayData):
     set) counts what was generated and learns of days left half-done, for the read-ahead.
     """
 
-    def __init__(self, created: list[int], keys: list[str], fill: Callable[[list[Rec], int], None],
-                 backlog: Backlog | None = None) -> None:
+    def __init__(
+        self,
+        created: list[int],
+        keys: list[str],
+        fill: Callable[[list[Rec], int], None],
+        backlog: Backlog | None = None,
+    ) -> None:
         self.recs: list[Rec] = []
         self.created = created
         self.keys = keys
@@ -241,4 +249,4 @@ class EventDay:
         self.times = [e[0] for e in self.events]
 
     def span(self, lo_ms: int, hi_ms: int) -> list[tuple[int, str, Rec, int]]:
-        return self.events[bisect_left(self.times, lo_ms):bisect_right(self.times, hi_ms)]
+        return self.events[bisect_left(self.times, lo_ms) : bisect_right(self.times, hi_ms)]

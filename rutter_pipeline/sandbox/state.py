@@ -35,8 +35,12 @@ if TYPE_CHECKING:  # prewarm imports this module
 BIG_MERCHANT_ORDERS_PER_DAY = 3000  # ~1.1 million orders a year
 ACTIONS = ("needs_update", "disable", "reconnect", "complete_initial_sync")
 # entity -> (webhook type, payload key): {"type": "ORDER", "code": "ORDER_CREATED", ..., "order": {...}}
-WEBHOOK_TYPES = {"orders": ("ORDER", "order"), "products": ("PRODUCT", "product"),
-                 "customers": ("CUSTOMER", "customer"), "transactions": ("TRANSACTION", "transaction")}
+WEBHOOK_TYPES = {
+    "orders": ("ORDER", "order"),
+    "products": ("PRODUCT", "product"),
+    "customers": ("CUSTOMER", "customer"),
+    "transactions": ("TRANSACTION", "transaction"),
+}
 
 
 class SandboxError(ValueError):
@@ -63,9 +67,15 @@ class Sandbox:
         self.read_ahead: ReadAhead | None = None  # set by build_app when read-ahead is on (reported in stats)
         self.last_request_at = 0.0  # time.monotonic() of the last Rutter-surface request (prewarm backs off)
         self.webhooks = WebhookSender(
-            url=config.webhook_url, secret=config.client_secret, retry_base=config.webhook_retry_base_seconds,
-            max_retries=config.webhook_max_retries, timeout=config.webhook_timeout_seconds,
-            duplicate=config.webhook_duplicate, shuffle=config.webhook_shuffle, seed=config.seed)
+            url=config.webhook_url,
+            secret=config.client_secret,
+            retry_base=config.webhook_retry_base_seconds,
+            max_retries=config.webhook_max_retries,
+            timeout=config.webhook_timeout_seconds,
+            duplicate=config.webhook_duplicate,
+            shuffle=config.webhook_shuffle,
+            seed=config.seed,
+        )
         self._next_tick = self._tick_after(self.now_ms)
         for i in range(config.connections):
             self.create_connection(**self._demo_profile(i))
@@ -80,15 +90,32 @@ class Sandbox:
         (``uniform``, for many-connection runs) all ``orders_per_day``, platforms still rotating."""
         base = self.config.orders_per_day
         if self.config.uniform:
-            return {"platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)], "orders_per_day": base,
-                    "history_days": self.config.history_days, "ready": True}
+            return {
+                "platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)],
+                "orders_per_day": base,
+                "history_days": self.config.history_days,
+                "ready": True,
+            }
         sizes = (base, max(2, base // 10), BIG_MERCHANT_ORDERS_PER_DAY, base * 2, max(3, base // 2))
-        return {"platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)], "orders_per_day": sizes[i % len(sizes)],
-                "history_days": self.config.history_days, "ready": True}
+        return {
+            "platform": DEMO_PLATFORMS[i % len(DEMO_PLATFORMS)],
+            "orders_per_day": sizes[i % len(sizes)],
+            "history_days": self.config.history_days,
+            "ready": True,
+        }
 
-    def create_connection(self, *, platform: str = "SHOPIFY", orders_per_day: float = 40, history_days: int = 30,
-                          ready: bool = True, initial_sync_minutes: float = 30, batches: list | None = None,
-                          batch_minutes: float = 60, seed: int | str | None = None) -> Connection:
+    def create_connection(
+        self,
+        *,
+        platform: str = "SHOPIFY",
+        orders_per_day: float = 40,
+        history_days: int = 30,
+        ready: bool = True,
+        initial_sync_minutes: float = 30,
+        batches: list | None = None,
+        batch_minutes: float = 60,
+        seed: int | str | None = None,
+    ) -> Connection:
         if orders_per_day < 0 or history_days < 0 or initial_sync_minutes < 0:
             raise SandboxError("orders_per_day, history_days and initial_sync_minutes must not be negative")
         index = len(self.connections)
@@ -100,15 +127,26 @@ class Sandbox:
             currency = "USD"
         srng = random.Random(data_seed)
         profile = MerchantProfile(
-            connection_id=conn_id, seed=data_seed, platform=platform, orders_per_day=float(orders_per_day),
+            connection_id=conn_id,
+            seed=data_seed,
+            platform=platform,
+            orders_per_day=float(orders_per_day),
             first_day=day_of(self.now_ms) - int(history_days),
             store_name=f"{srng.choice(STORE_WORDS)} {srng.choice(('Store', 'Boutique', 'Shop', 'Market'))}",
-            currency=currency)
+            currency=currency,
+        )
         months = [self._batch_months(b) for b in (batches or [])]
         merchant = Merchant(profile, self.cache, self.backlog, clock=lambda: self.now_ms)
-        conn = Connection(id=conn_id, access_token=token, org_id=self.org_id, merchant=merchant, created_ms=self.now_ms,
-                          initial_sync_ms=int(initial_sync_minutes * MINUTE_MS), batches=months,
-                          batch_ms=int(batch_minutes * MINUTE_MS))
+        conn = Connection(
+            id=conn_id,
+            access_token=token,
+            org_id=self.org_id,
+            merchant=merchant,
+            created_ms=self.now_ms,
+            initial_sync_ms=int(initial_sync_minutes * MINUTE_MS),
+            batches=months,
+            batch_ms=int(batch_minutes * MINUTE_MS),
+        )
         self.connections[conn_id] = conn
         self.by_token[token] = conn
         if ready:
@@ -139,8 +177,9 @@ class Sandbox:
             self.webhooks.enqueue([{**base, "code": "CONNECTION_DISABLED"}])
         elif action == "reconnect":
             conn.health, conn.disabled_reason = "ok", None
-            self.webhooks.enqueue([{**base, "code": "CONNECTION_UPDATED",
-                                    "store_unique_id": f"{conn.id[:8]}.shop.example.com"}])
+            self.webhooks.enqueue(
+                [{**base, "code": "CONNECTION_UPDATED", "store_unique_id": f"{conn.id[:8]}.shop.example.com"}]
+            )
         elif action == "complete_initial_sync":
             if not conn.ready:
                 self._complete_initial_sync(conn, all_batches=False)
@@ -152,18 +191,34 @@ class Sandbox:
         conn.ready_ms = self.now_ms
         conn.last_sync_ms = self.now_ms
         conn.batches_done = len(conn.batches) if all_batches else min(1, len(conn.batches))
-        self.webhooks.enqueue([{"type": "CONNECTION", "code": "INITIAL_UPDATE", "connection_id": conn.id,
-                                "access_token": conn.access_token}])
+        self.webhooks.enqueue(
+            [
+                {
+                    "type": "CONNECTION",
+                    "code": "INITIAL_UPDATE",
+                    "connection_id": conn.id,
+                    "access_token": conn.access_token,
+                }
+            ]
+        )
 
     def _complete_batch(self, conn: Connection) -> None:
         conn.batches_done += 1
         months = sum(conn.batches[: conn.batches_done])
-        self.webhooks.enqueue([{
-            "type": "CONNECTION", "code": "HISTORICAL_UPDATE", "connection_id": conn.id,
-            "access_token": conn.access_token,
-            "entities_included_to_time_range": [{"platformEntity": "ORDERS", "xMonthsAgo": months},
-                                                {"platformEntity": "TRANSACTIONS", "xMonthsAgo": months}],
-        }])
+        self.webhooks.enqueue(
+            [
+                {
+                    "type": "CONNECTION",
+                    "code": "HISTORICAL_UPDATE",
+                    "connection_id": conn.id,
+                    "access_token": conn.access_token,
+                    "entities_included_to_time_range": [
+                        {"platformEntity": "ORDERS", "xMonthsAgo": months},
+                        {"platformEntity": "TRANSACTIONS", "xMonthsAgo": months},
+                    ],
+                }
+            ]
+        )
 
     # clock --------------------------------------------------------------------------------------
     def _tick_after(self, ms: int) -> int:
@@ -214,16 +269,24 @@ class Sandbox:
                             continue
                         code = f"{kind}_CREATED" if rec[CREATED] > start else f"{kind}_UPDATED"
                         doc = self.record_doc(conn, entity, rec, v)
-                        payloads.append({"type": kind, "code": code, "connection_id": conn.id,
-                                         "access_token": conn.access_token, key: doc})
+                        payloads.append(
+                            {
+                                "type": kind,
+                                "code": code,
+                                "connection_id": conn.id,
+                                "access_token": conn.access_token,
+                                key: doc,
+                            }
+                        )
         self.webhooks.enqueue(payloads)
 
     # data ---------------------------------------------------------------------------------------
     def record_bytes(self, conn: Connection, entity: str, rec: Rec, v: int) -> bytes:
         return self.mutations.serve(conn.id, entity, rec, v)
 
-    def append_records(self, parts: list[bytes], conn: Connection, entity: str,
-                       selected: list[tuple[Rec, int]]) -> None:
+    def append_records(
+        self, parts: list[bytes], conn: Connection, entity: str, selected: list[tuple[Rec, int]]
+    ) -> None:
         """Append the selected records' JSON, comma-separated, to ``parts`` for one ``b"".join``.
 
         A page is a megabyte: joining each record's head and tail straight into the body copies it

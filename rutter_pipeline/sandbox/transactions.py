@@ -28,12 +28,36 @@ if TYPE_CHECKING:
 TxSpec = tuple[int, int, int, str | None, str | None, str, str, str, int, int, str, tuple, str | None]
 
 
-def tx_spec(rng: random.Random, created: int, order_id: str | None, customer_pid: str | None, method: str,
-            kind: str, status: str, amount_minor: int, decimals: int, currency: str,
-            later: tuple[tuple[int, str], ...] = (), description: str | None = None) -> TxSpec:
+def tx_spec(
+    rng: random.Random,
+    created: int,
+    order_id: str | None,
+    customer_pid: str | None,
+    method: str,
+    kind: str,
+    status: str,
+    amount_minor: int,
+    decimals: int,
+    currency: str,
+    later: tuple[tuple[int, str], ...] = (),
+    description: str | None = None,
+) -> TxSpec:
     """Draw a transaction's random parts now (in the caller's sequence); build the record later."""
-    return (0 if order_id is not None else rng.getrandbits(96), ri(rng, 10**10, 10**11), created, order_id,
-            customer_pid, method, kind, status, amount_minor, decimals, currency, later, description)
+    return (
+        0 if order_id is not None else rng.getrandbits(96),
+        ri(rng, 10**10, 10**11),
+        created,
+        order_id,
+        customer_pid,
+        method,
+        kind,
+        status,
+        amount_minor,
+        decimals,
+        currency,
+        later,
+        description,
+    )
 
 
 def build_tx(merchant: Merchant, spec: TxSpec) -> Rec:
@@ -74,10 +98,36 @@ def make_transaction_day(merchant: Merchant, day: int) -> DayData:
     start = day * DAY_MS
     decimals, currency = merchant.decimals, merchant.p.currency
     payout = round(merchant.expected_orders(day) * rng.uniform(20, 60) * 10**decimals)
-    specs.append(tx_spec(rng, start + 3 * HOUR_MS + ri(rng, 0, HOUR_MS), None, None, "other", "payout", "success",
-                         payout, decimals, currency, description="Payout to bank account"))
+    specs.append(
+        tx_spec(
+            rng,
+            start + 3 * HOUR_MS + ri(rng, 0, HOUR_MS),
+            None,
+            None,
+            "other",
+            "payout",
+            "success",
+            payout,
+            decimals,
+            currency,
+            description="Payout to bank account",
+        )
+    )
     if rng.random() < 0.3:
         fee = ri(rng, 5, 50) * 10**decimals
-        specs.append(tx_spec(rng, start + ri(rng, 0, DAY_MS), None, None, "other", "fee", "success", fee, decimals,
-                             currency, description="Platform subscription fee"))
+        specs.append(
+            tx_spec(
+                rng,
+                start + ri(rng, 0, DAY_MS),
+                None,
+                None,
+                "other",
+                "fee",
+                "success",
+                fee,
+                decimals,
+                currency,
+                description="Platform subscription fee",
+            )
+        )
     return DayData([build_tx(merchant, s) for s in specs])

@@ -49,16 +49,33 @@ class Delivery:
 
     def summary(self) -> dict:
         return {
-            "id": self.id, "code": self.code, "type": self.type, "connection_id": self.connection_id,
-            "attempts": self.attempts, "status": self.status, "last_status": self.last_status,
-            "last_error": self.last_error, "enqueued_at": self.enqueued_at, "finished_at": self.finished_at,
+            "id": self.id,
+            "code": self.code,
+            "type": self.type,
+            "connection_id": self.connection_id,
+            "attempts": self.attempts,
+            "status": self.status,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "enqueued_at": self.enqueued_at,
+            "finished_at": self.finished_at,
             "body_sha256": hashlib.sha256(self.body).hexdigest(),
         }
 
 
 class WebhookSender:
-    def __init__(self, *, url: str | None, secret: str, retry_base: float, max_retries: int,
-                 timeout: float, duplicate: bool, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        url: str | None,
+        secret: str,
+        retry_base: float,
+        max_retries: int,
+        timeout: float,
+        duplicate: bool,
+        shuffle: bool,
+        seed: int,
+    ) -> None:
         self.url = url
         self._secret = secret
         self.retry_base = retry_base
@@ -98,8 +115,13 @@ class WebhookSender:
         now = time.monotonic()
         with self._cond:
             for payload in batch:
-                d = Delivery(next(self._ids), orjson.dumps(payload), str(payload.get("code")),
-                             str(payload.get("type")), payload.get("connection_id"))
+                d = Delivery(
+                    next(self._ids),
+                    orjson.dumps(payload),
+                    str(payload.get("code")),
+                    str(payload.get("type")),
+                    payload.get("connection_id"),
+                )
                 self._log.append(d)
                 heapq.heappush(self._heap, (now, d.id, d))
             self._cond.notify_all()
@@ -122,8 +144,9 @@ class WebhookSender:
                 with self._cond:
                     self._in_flight -= 1
                     if d.status == "pending":
-                        heapq.heappush(self._heap, (time.monotonic() + self.retry_base * 2 ** (d.attempts - 1),
-                                                    d.id, d))
+                        heapq.heappush(
+                            self._heap, (time.monotonic() + self.retry_base * 2 ** (d.attempts - 1), d.id, d)
+                        )
                     self._cond.notify_all()
 
     def _attempt(self, d: Delivery, url: str | None, secret: str, timeout: float) -> None:
@@ -132,8 +155,12 @@ class WebhookSender:
         try:
             if not url:
                 raise RuntimeError("no webhook URL configured")
-            resp = self._session.post(url, data=d.body, timeout=timeout, headers={
-                "Content-Type": "application/json", "X-Rutter-Signature": sign(d.body, secret)})
+            resp = self._session.post(
+                url,
+                data=d.body,
+                timeout=timeout,
+                headers={"Content-Type": "application/json", "X-Rutter-Signature": sign(d.body, secret)},
+            )
             d.last_status, d.last_error = resp.status_code, None
             ok = 200 <= resp.status_code < 300
         except Exception as exc:  # connection refused, reset, timeout: all retried
@@ -164,8 +191,13 @@ class WebhookSender:
 
     def counts(self) -> dict[str, int]:
         with self._cond:
-            out = {"queued": len(self._log), "delivered": 0, "failed": 0, "pending": 0,
-                   "attempts": sum(d.attempts for d in self._log)}
+            out = {
+                "queued": len(self._log),
+                "delivered": 0,
+                "failed": 0,
+                "pending": 0,
+                "attempts": sum(d.attempts for d in self._log),
+            }
             for d in self._log:
                 out[d.status] += 1
             return out

@@ -140,9 +140,7 @@ def analyze_if_changed(url: str, spec: EntitySpec, stats: MergeStats) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for table, n in changed.items():
             # reltuples: -1 when never analyzed (PostgreSQL 14+), 0 when analyzed empty
-            (reltuples,) = conn.execute(
-                "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,)
-            ).fetchone()  # type: ignore[misc]
+            (reltuples,) = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()  # type: ignore[misc]
             if n >= ANALYZE_SHARE * max(reltuples, 0):
                 conn.execute(f"ANALYZE {table}")
                 log.info("analyzed %s after a merge that changed %d of its ~%d rows", table, n, max(reltuples, 0))

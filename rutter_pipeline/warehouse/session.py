@@ -67,9 +67,7 @@ class CopyTransaction:
         self._finished = True
         self._transaction.close()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._finished:
             return
         if kind is None:  # left without a verdict: nothing of it stays

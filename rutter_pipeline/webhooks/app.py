@@ -75,8 +75,9 @@ class Receiver:
         try:
             stored = await anyio.to_thread.run_sync(self._store, hook, limiter=self.limiter)
         except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("webhook %s not stored (%s); answering 503 so that Rutter retries", hook.code,
-                        type(exc).__name__)
+            log.warning(
+                "webhook %s not stored (%s); answering 503 so that Rutter retries", hook.code, type(exc).__name__
+            )
             return _error(503, "storage unavailable, retry later")
         if stored.duplicate:
             return _json(200, {"status": "duplicate"})
@@ -86,14 +87,25 @@ class Receiver:
         if hook.access_token:
             register_secret(hook.access_token)  # masked should it ever reach a log line
         # One retry on a connection that went stale while pooled (e.g. the server restarted).
-        for attempt in Retrying(stop=stop_after_attempt(2), retry=retry_if_exception_type(psycopg.OperationalError),
-                                reraise=True):
+        for attempt in Retrying(
+            stop=stop_after_attempt(2), retry=retry_if_exception_type(psycopg.OperationalError), reraise=True
+        ):
             with attempt, self.pool.connection() as conn:
-                stored = store_event(conn, hook.body_sha256, event_type=hook.type, code=hook.code,
-                                     connection_id=hook.connection_id, payload=hook.payload,
-                                     access_token=hook.access_token)
-        log.debug("webhook %s for %s: %s", hook.code, hook.connection_id,
-                  "duplicate" if stored.duplicate else f"stored as event {stored.id}")
+                stored = store_event(
+                    conn,
+                    hook.body_sha256,
+                    event_type=hook.type,
+                    code=hook.code,
+                    connection_id=hook.connection_id,
+                    payload=hook.payload,
+                    access_token=hook.access_token,
+                )
+        log.debug(
+            "webhook %s for %s: %s",
+            hook.code,
+            hook.connection_id,
+            "duplicate" if stored.duplicate else f"stored as event {stored.id}",
+        )
         return stored
 
     async def health(self, request: Request) -> Response:

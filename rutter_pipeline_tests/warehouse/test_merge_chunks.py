@@ -125,4 +125,3 @@ def test_a_failing_chunk_leaves_each_day_before_or_after_and_a_rerun_completes(
     again = loader.merge(ORDERS, "c", DAYS[0], DAYS[-1], "run-2")
     assert again.inserted + again.unchanged == len(orders) and again.deleted == 0
     assert _stored(warehouse, "c") == sorted(orders, key=lambda r: r["id"])
-
