@@ -169,7 +169,7 @@ def rutter_and_webhooks(args: argparse.Namespace, warehouse_url: str) -> Iterato
     from rutter_pipeline.webhooks.server import run_receiver
 
     settings = Settings.from_env()
-    if settings.has_credentials:
+    if settings.has_credentials and settings.client_secret:
         with run_receiver(warehouse_url, settings.client_secret, host=args.host, port=args.webhook_port) as url:
             log.info("Rutter: %s; point Rutter's webhooks at %s", settings.base_url, url)
             yield Endpoints(settings.base_url, url, None)

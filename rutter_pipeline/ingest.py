@@ -63,7 +63,7 @@ def reject_day(spec: EntitySpec, record: object) -> date | None:
 
 
 @contextmanager
-def _collector_paced() -> Iterator[Callable[[], None]]:
+def _collector_paced() -> Iterator[Callable[[], int]]:
     """Run the landing with the cyclic garbage collector paced by its validation chunks.
 
     A landing allocates millions of containers: a parsed page of 500 orders is 5,567 dicts and

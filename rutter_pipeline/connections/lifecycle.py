@@ -415,7 +415,10 @@ def _apply_event(
         )
         if getattr(memory, counter) >= event.id:
             return again  # applied before (rule 1): only what an earlier tick did not deliver
-        memory = replace(memory, **{counter: event.id})
+        if klass == "data":
+            memory = replace(memory, last_data_event=event.id)
+        else:
+            memory = replace(memory, last_connection_event=event.id)
         new_state, memory, decided = step(state, memory, signal, reorder_window)
         made = _decisions(event.connection_id, decided, signal.entity, event.id)
         if delivered_through is not None:

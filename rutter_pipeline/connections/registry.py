@@ -194,6 +194,7 @@ class ConnectionRegistry:
                 """,
                 (connection_id, self.cipher.encrypt(access_token), platform, state, Jsonb(details or {})),
             ).fetchone()
+            assert row is not None  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns the row
             if from_state != state:
                 _record_history(conn, connection_id, from_state, state, cause)
         log.info("connection %s registered (state %s)", connection_id, state)

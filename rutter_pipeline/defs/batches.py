@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -136,7 +137,7 @@ def _load_events(
         for month, days in _months(_days(item.start, item.end)).items():
             partition = str(partition_key(result.connection_id, month))
             records = sum(item.records_by_day.get(d, 0) for d in days)
-            meta = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
+            meta: dict[str, Any] = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
             if item.status in (batch.LOADED, batch.HELD):
                 yield from buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
             if item.status == batch.LOADED or (item.status == batch.HELD and month not in held_months):
@@ -189,7 +190,7 @@ def _sync_events(
         changed = [d for d in item.changed_days if d >= history_start]
         for month, days in _months(changed).items():
             partition = str(partition_key(result.connection_id, month))
-            meta = {"changed_days": len(days), "source": "incremental_sync"}
+            meta: dict[str, Any] = {"changed_days": len(days), "source": "incremental_sync"}
             table = _row_count(rows, item.entity, month)
             yield from buffer.add(
                 dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})

@@ -158,7 +158,7 @@ def _schema_evaluation(
         "tolerance": tolerance,
     }
     report = outcome.report if outcome else None
-    if report is not None:
+    if outcome is not None and report is not None:
         own = replace(report, rejects=[r for r in report.rejects if (d := reject_day(spec, r.record)) and part.has(d)])
         # A reject whose day cannot be told (a broken created_at) is in no partition's count; the gate
         # weighs it over the whole scope, so every partition of the scope reports it, first (issue 19).

@@ -16,6 +16,7 @@ Partitioning of the underwriting marts (definitions in ``warehouse/underwriting.
 """
 
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -52,7 +53,7 @@ HEALTH_AUTOMATION = (
 ).since_last_handled() & ~dg.AutomationCondition.in_progress()
 
 
-def _table_metadata(conn: psycopg.Connection, table: str) -> dict[str, object]:
+def _table_metadata(conn: psycopg.Connection, table: str) -> dict[str, Any]:
     """Dagster's standard table metadata, the column descriptions read from the migration's comments."""
     columns = [
         dg.TableColumn(name, type_, description=description)

@@ -22,7 +22,8 @@ import dagster as dg
 from rutter_pipeline.ingest import Scope
 from rutter_pipeline.settings import Settings
 
-CONNECTIONS = dg.DynamicPartitionsDefinition(name="connections")
+CONNECTIONS_NAME = "connections"
+CONNECTIONS = dg.DynamicPartitionsDefinition(name=CONNECTIONS_NAME)
 KEY_DELIMITER = "|"
 # A run of the ingest assets may carry this tag ("YYYY-MM-DD" or "YYYY-MM-DD..YYYY-MM-DD") to load
 # only those days of its partitions: re-running one connection's day from the launchpad.
@@ -128,7 +129,7 @@ def scopes_for(
         months_by_connection.setdefault(connection_id, set()).add(month)
     scopes: list[Scope] = []
     for connection_id in sorted(months_by_connection):
-        spans = []
+        spans: list[tuple[date, date]] = []
         for month in sorted(months_by_connection[connection_id]):
             start, end = max(month, lower), min(month_end(month), upper)
             if start > end:

@@ -39,6 +39,7 @@ def wait_before_retry(context: dg.InitResourceContext, base_seconds: int) -> flo
     wait = created + delay - time.time()
     if wait <= 0:
         return 0.0
-    context.log.info(f"retry {retry_number} of a failed run: waiting {wait:.0f} s before starting (backoff)")
+    if context.log is not None:
+        context.log.info(f"retry {retry_number} of a failed run: waiting {wait:.0f} s before starting (backoff)")
     time.sleep(wait)
     return wait

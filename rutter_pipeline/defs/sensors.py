@@ -11,6 +11,7 @@ keeps a cursor per class), so a data event on a ``pending`` connection moves it 
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import dagster as dg
 
@@ -31,7 +32,7 @@ from rutter_pipeline.defs.batches import (
 from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.lifecycle_requests import act_on, utc_today
 from rutter_pipeline.defs.loading import current_settings
-from rutter_pipeline.defs.partitions import CONNECTIONS
+from rutter_pipeline.defs.partitions import CONNECTIONS, CONNECTIONS_NAME
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import entity_for_webhook
 from rutter_pipeline.settings import Settings
@@ -54,7 +55,7 @@ def run_budget(settings: Settings) -> int:
 
 
 def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: str) -> dg.SensorResult:
-    known = set(instance.get_dynamic_partitions(CONNECTIONS.name))
+    known = set(instance.get_dynamic_partitions(CONNECTIONS_NAME))
     new = [p for p in partitions if p not in known]
     return dg.SensorResult(
         run_requests=runs,
@@ -177,7 +178,7 @@ def data_webhooks(
 ):
     """The body of ``data_webhook_sensor``."""
     url = warehouse.resolved_url
-    state = json.loads(context.cursor) if context.cursor else {"after": 0, "pending": {}}
+    state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {"after": 0, "pending": {}}
     pending: dict[str, dict] = state["pending"]
     now = time.time()
     events = inbox.read_events(url, state["after"], limit=EVENTS_PER_TICK * 4)
@@ -260,16 +261,17 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, settings: dg.R
     }
     steps = context.get_step_failure_events()
     details = [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        f"{e.step_key}: {error.message.strip()}"
         for e in steps
-        if e.event_specific_data and getattr(e.event_specific_data, "error", None)
+        if (error := getattr(e.event_specific_data, "error", None)) is not None
     ]
     # A failed schema check says why (Rutter's schema changed, or too many rejects): the page must too.
     for record in context.instance.get_records_for_run(
         run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ).records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation is not None and not evaluation.passed:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data if event is not None else None
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
             details.append(
                 f"check {evaluation.asset_key.to_user_string()}:{evaluation.check_name} failed"
                 f"{' for ' + evaluation.partition if evaluation.partition else ''}: {evaluation.description or ''}"

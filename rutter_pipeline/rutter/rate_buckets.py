@@ -161,4 +161,5 @@ def _redis_bucket(url: str, key: str, rates: list[Rate]) -> AbstractBucket:
         raise RuntimeError("pyrate-limiter's Redis script changed; review rate_buckets._redis_bucket")
     script = LuaScript.PUT_ITEM.replace(stock, "redis.call('ZCOUNT', bucket, window_start, '+inf')")
     client = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
-    return RedisBucket(rates, client, f"rutter-pipeline:rate-limit:{key}", client.script_load(script))
+    script_sha = str(client.script_load(script))  # the sync client returns the SHA, not an awaitable
+    return RedisBucket(rates, client, f"rutter-pipeline:rate-limit:{key}", script_sha)

