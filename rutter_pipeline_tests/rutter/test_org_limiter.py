@@ -129,6 +129,9 @@ def test_bulk_traffic_leaves_its_share_to_syncs_in_another_process_limiter(pg_ur
         syncs.close()
 
 
+TRANSIT_S = 0.25  # most a request may spend between leaving the limiter and the sandbox's stamp
+
+
 @pg
 def test_three_processes_stay_under_the_org_limit_as_the_sandbox_counts(pg_url: str) -> None:
     """Three spawned processes against a sandbox enforcing 500 / 10 s, sharing our 450 / 10 s in PostgreSQL."""
@@ -150,7 +153,10 @@ def test_three_processes_stay_under_the_org_limit_as_the_sandbox_counts(pg_url: 
     assert len(log.arrivals) == total == stats["requests_total"]
     assert sum(r["throttled"] for r in results) == 0
     assert not any("429" in by_status for by_status in stats["requests"].values())
-    assert max_in_window(log.arrivals, 10.0) <= ORG_LIMIT
+    # The limiter holds the limit on its own clock; the sandbox stamps arrivals after a transit time that
+    # varies under load (451 seen once on a loaded machine). A window shortened by the transit we allow
+    # (TRANSIT_S) must still hold at most the limit: a limiter letting 10% more through fails it.
+    assert max_in_window(log.arrivals, 10.0 - TRANSIT_S) <= ORG_LIMIT
     assert max(log.arrivals) - min(log.arrivals) >= 10.0  # the later requests waited for a window to pass
     assert all(r["records_fetched"] > 0 for r in results)
 
