@@ -22,10 +22,10 @@ import dagster as dg
 from rutter_pipeline import batch
 from rutter_pipeline.defs import catalog
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
-from rutter_pipeline.defs.marts import DAILY_SALES
+from rutter_pipeline.defs.marts import COHORT_RETENTION, DAILY_SALES, MONTHLY_METRICS
 from rutter_pipeline.defs.partitions import month_start, partition_key
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
-from rutter_pipeline.entities import ENTITIES, ORDERS
+from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
 from rutter_pipeline.settings import Settings
 from rutter_pipeline.warehouse import load_log
 
@@ -129,6 +129,7 @@ def _load_events(
     checks are reported once the whole batch is done, for the months it set right (``_recovered``).
     A held entity fails its checks on the months of its held days only: its other days merged.
     """
+    merged: dict[str, set[date]] = {}
     for item in result.entities:
         if item.status == batch.SKIPPED or item.start is None or item.end is None:
             continue
@@ -145,6 +146,7 @@ def _load_events(
                 yield from buffer.add(
                     dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})
                 )
+                merged.setdefault(item.entity, set()).add(month)
                 if spec is ORDERS:
                     yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
                 continue
@@ -152,6 +154,27 @@ def _load_events(
             if item.status == batch.HELD:
                 yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, False, item.error)
             yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
+    yield from _mart_events(result, merged, buffer)
+
+
+def _mart_events(
+    result: batch.ConnectionResult, months: Mapping[str, set[date]], buffer: MaterializationBuffer
+) -> Iterator[Event]:
+    """The underwriting marts' month partitions the batch refreshed (``batch.refresh_underwriting``).
+
+    Reported after the connection's warehouse materializations, so that the marts' automation sees
+    them handled after their inputs changed and asks for no run of its own; when the refresh failed,
+    nothing is reported and the automation refreshes them.
+    """
+    if result.marts_from is None:
+        return
+    orders = months.get(ORDERS.name, set())
+    metrics = orders | months.get(TRANSACTIONS.name, set())
+    meta = {"source": "batch", "refreshed_from": str(result.marts_from)}
+    for key, touched in ((MONTHLY_METRICS, metrics), (COHORT_RETENTION, orders)):
+        for month in sorted(touched):
+            partition = str(partition_key(result.connection_id, month))
+            yield from buffer.add(dg.AssetMaterialization(key, partition=partition, metadata=meta))
 
 
 def _recovered(before: set, after: set, results: list[batch.ConnectionResult]) -> Iterator[Event]:
@@ -185,10 +208,12 @@ def _sync_events(
     A failed sync changes nothing in the warehouse and no partition: the run's failure names the
     connection and the alert pages with it; its watermark stays where it was.
     """
+    merged: dict[str, set[date]] = {}
     for item in result.entities:
         spec = ENTITIES[item.entity]
         changed = [d for d in item.changed_days if d >= history_start]
         for month, days in _months(changed).items():
+            merged.setdefault(item.entity, set()).add(month)
             partition = str(partition_key(result.connection_id, month))
             meta: dict[str, Any] = {"changed_days": len(days), "source": "incremental_sync"}
             table = _row_count(rows, item.entity, month)
@@ -197,6 +222,7 @@ def _sync_events(
             )
             if spec is ORDERS:
                 yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
+    yield from _mart_events(result, merged, buffer)
 
 
 def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult], what: str) -> None:
@@ -236,6 +262,7 @@ def load_connections(
         return batch.load_days(
             client, loader, registry, connection_id, start, end, context.run_id,
             entities=config.entities, tolerance=settings.reject_tolerance,
+            reporting_currency=settings.reporting_currency,
         )  # fmt: skip
 
     trigger = context.run.tags.get("rutter/trigger", "manual")
@@ -265,6 +292,7 @@ def sync_connections(
         return batch.sync_connection(
             client, loader, registry, connection_id, context.run_id, entities=config.entities,
             lag_minutes=settings.incremental_lag_minutes, tolerance=settings.reject_tolerance,
+            reporting_currency=settings.reporting_currency,
         )  # fmt: skip
 
     buffer = MaterializationBuffer(context)

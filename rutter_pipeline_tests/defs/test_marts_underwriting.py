@@ -251,9 +251,24 @@ def test_automation_requests_the_marts_after_a_load_but_not_over_a_failed_gate(
     assert _requested(later, COHORT_RETENTION) == {pipeline.partition(bad)}
 
 
-def test_automation_requests_the_marts_after_a_batched_daily_load_and_an_incremental_sync(
+def _marts_rows(pipeline: Pipeline) -> tuple[list[dict], list[dict]]:
+    with psycopg.connect(pipeline.warehouse_url, row_factory=dict_row) as conn:
+        metrics = conn.execute(
+            "SELECT * FROM marts.monthly_metrics_native WHERE connection_id = %s ORDER BY 1, 2, 3",
+            (pipeline.connection_id,),
+        ).fetchall()
+        cohorts = conn.execute(
+            "SELECT * FROM marts.cohort_retention WHERE connection_id = %s ORDER BY 1, 2, 3",
+            (pipeline.connection_id,),
+        ).fetchall()
+    return [{**r, "refreshed_at": None} for r in metrics], [{**r, "refreshed_at": None} for r in cohorts]
+
+
+def test_batched_runs_refresh_the_marts_themselves_and_automation_asks_for_no_run_of_them(
     pipeline: Pipeline, instance_factory
 ) -> None:
+    """A batch refreshes and reports its connections' marts: automation would otherwise ask for a run
+    per connection after every batch. What the batch wrote equals what the marts' own run computes."""
     from rutter_pipeline.defs.batches import (
         daily_load_job,
         daily_run_config,
@@ -272,24 +287,29 @@ def test_automation_requests_the_marts_after_a_batched_daily_load_and_an_increme
     def run(job: dg.JobDefinition, config: dict) -> None:
         assert job.execute_in_process(run_config=config, instance=instance, resources=defs.resources).success
 
+    def reported(key: dg.AssetKey) -> set[str]:
+        records = instance.fetch_materializations(key, limit=100).records
+        return {r.partition_key for r in records if r.partition_key}
+
     run(daily_load_job, daily_run_config([pipeline.connection_id], day))
+    assert reported(MONTHLY_METRICS) == reported(COHORT_RETENTION) == {month}
+    metrics, cohorts = _marts_rows(pipeline)
+    assert any(r["month"] == day.replace(day=1) and r["order_count"] > 0 for r in metrics) and cohorts
     after_load = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=marts, cursor=baseline.cursor
     )
-    assert _requested(after_load, MONTHLY_METRICS) == _requested(after_load, COHORT_RETENTION) == {month}
-    assert after_load.get_num_requested(MERCHANT_HEALTH) == 1
-
-    # the daemon's next tick: a request counts as handled on the tick after it (the run is under way)
-    settled = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=marts, cursor=after_load.cursor
-    )
-    assert settled.total_requested == 0
+    assert _requested(after_load, MONTHLY_METRICS) == _requested(after_load, COHORT_RETENTION) == set()
+    assert after_load.get_num_requested(MERCHANT_HEALTH) == 1  # unpartitioned: one run for all merchants
 
     pipeline.sandbox.control.advance(24 * 60)  # orders and their transactions change at Rutter
     run(incremental_sync_job, incremental_run_config([pipeline.connection_id]))
     after_sync = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=marts, cursor=settled.cursor
+        defs=defs, instance=instance, asset_selection=marts, cursor=after_load.cursor
     )
-    assert month in _requested(after_sync, MONTHLY_METRICS)
-    assert month in _requested(after_sync, COHORT_RETENTION)
-    assert after_sync.get_num_requested(MERCHANT_HEALTH) == 1
+    assert month not in _requested(after_sync, MONTHLY_METRICS)
+    assert month not in _requested(after_sync, COHORT_RETENTION)
+
+    # the batch's refresh is the marts' own: a run of the mart assets over the month changes no row
+    synced = _marts_rows(pipeline)
+    assert _run(pipeline, instance, [MONTHLY_METRICS, COHORT_RETENTION], month).success
+    assert _marts_rows(pipeline) == synced
