@@ -100,6 +100,12 @@ class MaterializationBuffer:
 
     def add(self, materialization: dg.AssetMaterialization) -> Iterator[dg.DagsterEvent]:
         self.pending[materialization.asset_key].append(materialization)
+        yield from ()
+
+    def connection_done(self) -> Iterator[dg.DagsterEvent]:
+        """Write what is pending once it is ``size`` or more, at a connection's end only: a flush in the
+        middle of one would let the marts' automation see its warehouse partitions written and its
+        marts not yet, and ask for a run of them."""
         if sum(len(v) for v in self.pending.values()) >= self.size:
             yield from self.flush()
 
@@ -108,12 +114,21 @@ class MaterializationBuffer:
         from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata
 
         step_context = self.context.get_step_execution_context()
-        for materializations in self.pending.values():
+        # Upstream keys first: a batch of one key is written in one go, so a flush in the order the keys
+        # first came would write a mart before the warehouse partition it was refreshed from, and the
+        # marts' automation would see its inputs changed after it and ask for a run of it.
+        for key in sorted(self.pending, key=_layer):
+            materializations = self.pending[key]
             batch_id = uuid.uuid4().hex
             for i, materialization in enumerate(materializations):
                 meta = DagsterEventBatchMetadata(batch_id, i == len(materializations) - 1)
                 yield DagsterEvent.asset_materialization(step_context, materialization, meta)
         self.pending.clear()
+
+
+def _layer(key: dg.AssetKey) -> int:
+    """Where a key sits in the lineage landing -> warehouse -> marts (anything else first)."""
+    return {"landing": 1, "warehouse": 2, "marts": 3}.get(key.path[0], 0)
 
 
 def _load_events(
@@ -155,6 +170,7 @@ def _load_events(
                 yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, False, item.error)
             yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
     yield from _mart_events(result, merged, buffer)
+    yield from buffer.connection_done()
 
 
 def _mart_events(
@@ -223,6 +239,7 @@ def _sync_events(
             if spec is ORDERS:
                 yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
     yield from _mart_events(result, merged, buffer)
+    yield from buffer.connection_done()
 
 
 def _finish(context: dg.OpExecutionContext, results: list[batch.ConnectionResult], what: str) -> None:
