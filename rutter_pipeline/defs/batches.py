@@ -98,9 +98,8 @@ class MaterializationBuffer:
         self.context, self.size = context, size
         self.pending: dict[dg.AssetKey, list[dg.AssetMaterialization]] = defaultdict(list)
 
-    def add(self, materialization: dg.AssetMaterialization) -> Iterator[dg.DagsterEvent]:
+    def add(self, materialization: dg.AssetMaterialization) -> None:
         self.pending[materialization.asset_key].append(materialization)
-        yield from ()
 
     def connection_done(self) -> Iterator[dg.DagsterEvent]:
         """Write what is pending once it is ``size`` or more, at a connection's end only: a flush in the
@@ -155,27 +154,27 @@ def _load_events(
             records = sum(item.records_by_day.get(d, 0) for d in days)
             meta: dict[str, Any] = {"days": f"{days[0]}..{days[-1]}", "landed": records, "trigger": trigger}
             if item.status in (batch.LOADED, batch.HELD):
-                yield from buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
+                buffer.add(dg.AssetMaterialization(landing_key(spec), partition=partition, metadata=meta))
             if item.status == batch.LOADED or (item.status == batch.HELD and month not in held_months):
                 table = _row_count(rows, item.entity, month)
-                yield from buffer.add(
+                buffer.add(
                     dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})
                 )
                 merged.setdefault(item.entity, set()).add(month)
                 if spec is ORDERS:
-                    yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
+                    buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
                 continue
             mark_partition_failed(context, warehouse_key(spec), partition)
             if item.status == batch.HELD:
                 yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, False, item.error)
             yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
-    yield from _mart_events(result, merged, buffer)
+    _add_marts(result, merged, buffer)
     yield from buffer.connection_done()
 
 
-def _mart_events(
+def _add_marts(
     result: batch.ConnectionResult, months: Mapping[str, set[date]], buffer: MaterializationBuffer
-) -> Iterator[Event]:
+) -> None:
     """The underwriting marts' month partitions the batch refreshed (``batch.refresh_underwriting``).
 
     Reported after the connection's warehouse materializations, so that the marts' automation sees
@@ -190,7 +189,7 @@ def _mart_events(
     for key, touched in ((MONTHLY_METRICS, metrics), (COHORT_RETENTION, orders)):
         for month in sorted(touched):
             partition = str(partition_key(result.connection_id, month))
-            yield from buffer.add(dg.AssetMaterialization(key, partition=partition, metadata=meta))
+            buffer.add(dg.AssetMaterialization(key, partition=partition, metadata=meta))
 
 
 def _recovered(before: set, after: set, results: list[batch.ConnectionResult]) -> Iterator[Event]:
@@ -233,12 +232,10 @@ def _sync_events(
             partition = str(partition_key(result.connection_id, month))
             meta: dict[str, Any] = {"changed_days": len(days), "source": "incremental_sync"}
             table = _row_count(rows, item.entity, month)
-            yield from buffer.add(
-                dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table})
-            )
+            buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table}))
             if spec is ORDERS:
-                yield from buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
-    yield from _mart_events(result, merged, buffer)
+                buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
+    _add_marts(result, merged, buffer)
     yield from buffer.connection_done()
 
 
