@@ -172,9 +172,7 @@ def _load_events(
     yield from buffer.connection_done()
 
 
-def _add_marts(
-    result: batch.ConnectionResult, months: Mapping[str, set[date]], buffer: MaterializationBuffer
-) -> None:
+def _add_marts(result: batch.ConnectionResult, months: Mapping[str, set[date]], buffer: MaterializationBuffer) -> None:
     """The underwriting marts' month partitions the batch refreshed (``batch.refresh_underwriting``).
 
     Reported after the connection's warehouse materializations, so that the marts' automation sees
