@@ -53,6 +53,15 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+def _add_partitions(instance, connection_ids: list[str]) -> None:
+    """The connections' partition keys, and the pool their first runs will claim (``defs/pools.py``)."""
+    from rutter_pipeline.defs.pools import ensure_pool
+
+    if connection_ids:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, connection_ids)
+    ensure_pool(instance)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         return _import(args.file, dry_run=args.dry_run)
@@ -65,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "add":
         conn = registry.add(args.connection_id, args.access_token, platform=args.platform)
         with _instance() as instance:
-            if args.connection_id not in instance.get_dynamic_partitions(PARTITIONS_NAME):
-                instance.add_dynamic_partitions(PARTITIONS_NAME, [args.connection_id])
+            known = args.connection_id in instance.get_dynamic_partitions(PARTITIONS_NAME)
+            _add_partitions(instance, [] if known else [args.connection_id])
         print(f"added {conn.connection_id} ({conn.platform or 'platform unknown'}, {conn.state})")
         return 0
     if args.action == "list":
@@ -105,8 +114,8 @@ def _import(path: Path, dry_run: bool) -> int:
     with _instance() as instance:
         known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
         new = [row.connection_id for row in rows if row.connection_id not in known]
-        if new and not dry_run:
-            instance.add_dynamic_partitions(PARTITIONS_NAME, new)
+        if not dry_run:
+            _add_partitions(instance, new)
     summary = (
         f"{result.total} connections: {len(result.added)} added, {len(result.updated)} updated, "
         f"{len(result.unchanged)} unchanged"

@@ -176,6 +176,14 @@ def partitions(stack_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     yield read
 
 
+def pool_limits(cli: Cli) -> dict[str, int]:
+    """The instance's pools and their limits (read with the ``partitions`` fixture's environment)."""
+    home = Path(cli.env["RUTTER_PIPELINE_STATE_DIR"]) / "dagster_home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        return {key: storage.get_concurrency_info(key).slot_count for key in storage.get_concurrency_keys()}
+
+
 def registry_rows(url: str) -> list[tuple]:
     """The registry's rows, the token decrypted (the stored ciphertext is opaque)."""
     with psycopg.connect(url) as conn:
@@ -218,8 +226,12 @@ def test_import_csv_then_jsonl_then_again(stack_cli: Cli, partitions, pg_url: st
     assert partitions() == ids
     assert next(r for r in registry_rows(pg_url) if r[0] == "conn-0002")[2] == "AMAZON"
 
+    # the landing pool exists before any run could race to create it (defs/pools.py), at dagster.yaml's default
+    assert pool_limits(stack_cli) == {"rutter_api": 2}
+
     before = registry_rows(pg_url)
     again = run_import(stack_cli, second)
+    assert again.returncode == 0, again.stderr  # the pool already there: nothing to create, nothing fails
     assert "imported 6 connections: 0 added, 0 updated, 6 unchanged" in again.stdout
     assert "added 0 partitions" in again.stdout
     assert registry_rows(pg_url) == before and partitions() == ids

@@ -25,6 +25,7 @@ from rutter_pipeline.defs.partitions import (
     parse_key,
     scopes_for,
 )
+from rutter_pipeline.defs.pools import RUTTER_POOL
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, EntitySpec
 from rutter_pipeline.ingest import LandingOutcome, Scope, land_scope, reject_day
@@ -35,7 +36,6 @@ from rutter_pipeline.warehouse.results import MergeStats
 # Lineage reads at a glance: the landing, warehouse and marts groups are the three stages of the data.
 LANDING_GROUP = "landing"
 WAREHOUSE_GROUP = "warehouse"
-RUTTER_POOL = "rutter_api"
 
 
 def backfill_policy(settings: Settings) -> dg.BackfillPolicy:

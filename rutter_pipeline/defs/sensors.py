@@ -33,6 +33,7 @@ from rutter_pipeline.defs.jobs import ingest_job
 from rutter_pipeline.defs.lifecycle_requests import act_on, utc_today
 from rutter_pipeline.defs.loading import current_settings
 from rutter_pipeline.defs.partitions import CONNECTIONS, CONNECTIONS_NAME
+from rutter_pipeline.defs.pools import ensure_pool
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import entity_for_webhook
 from rutter_pipeline.settings import Settings
@@ -57,6 +58,8 @@ def run_budget(settings: Settings) -> int:
 def _result(runs, partitions, cursor: str, instance: dg.DagsterInstance, skip: str) -> dg.SensorResult:
     known = set(instance.get_dynamic_partitions(CONNECTIONS_NAME))
     new = [p for p in partitions if p not in known]
+    if new:
+        ensure_pool(instance)
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=[CONNECTIONS.build_add_request(new)] if new else [],
