@@ -62,17 +62,23 @@ class ConnectionResult:
     error: str | None = None  # a failure before any entity ran (unknown connection, no token)
     seconds: float = 0.0
     # The underwriting marts this connection's work refreshed (``refresh_underwriting``): the months
-    # from ``marts_from`` on, or, when the refresh failed, why (the marts' own automation then does it).
+    # from ``marts_from`` on, or, when the refresh failed, why (the connection then counts as failed).
     marts_from: date | None = None
     marts_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(e.status in (LOADED, SKIPPED) for e in self.entities)
+        return (
+            self.error is None
+            and self.marts_error is None
+            and all(e.status in (LOADED, SKIPPED) for e in self.entities)
+        )
 
     def problems(self) -> list[str]:
         out = [self.error] if self.error else []
         out += [f"{e.entity} {e.status}: {e.error}" for e in self.entities if e.status in (HELD, FAILED)]
+        if self.marts_error:
+            out.append(f"underwriting marts not refreshed: {self.marts_error}")
         return out
 
 
@@ -232,7 +238,9 @@ def refresh_underwriting(
     A batch refreshes its connections' marts itself, and reports them, rather than leave them to the
     marts' automation: that would ask for a run per connection after every batch, a thousand runs
     every 15 minutes at 1,000 connections, each costing a run's start-up and holding a run slot the
-    ingestion runs wait for. A failed refresh is logged and left to that automation.
+    ingestion runs wait for. The automation ignores what batches write (``defs/marts.py``), so a
+    failed refresh fails the connection instead: its loads stand, the run fails naming it, and the
+    marts' partitions show failed until re-run.
     """
     by_entity = {entity: (start, end) for entity, start, end in spans}
     metric_spans = [by_entity[e] for e in (ORDERS.name, TRANSACTIONS.name) if e in by_entity]

@@ -22,7 +22,7 @@ import dagster as dg
 from rutter_pipeline import batch
 from rutter_pipeline.defs import catalog
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
-from rutter_pipeline.defs.marts import COHORT_RETENTION, DAILY_SALES, MONTHLY_METRICS
+from rutter_pipeline.defs.marts import COHORT_RETENTION, DAILY_SALES, MONTHLY_METRICS, REFRESHES_MARTS_TAG
 from rutter_pipeline.defs.partitions import month_start, partition_key
 from rutter_pipeline.defs.resources import RutterResource, WarehouseResource
 from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
@@ -168,26 +168,32 @@ def _load_events(
             if item.status == batch.HELD:
                 yield _check(item.entity, landing_key(spec), schema_check_name(spec), partition, False, item.error)
             yield _check(item.entity, warehouse_key(spec), loaded_check_name(spec), partition, False, item.error)
-    _add_marts(result, merged, buffer)
+    _add_marts(context, result, merged, buffer)
     yield from buffer.connection_done()
 
 
-def _add_marts(result: batch.ConnectionResult, months: Mapping[str, set[date]], buffer: MaterializationBuffer) -> None:
+def _add_marts(
+    context: dg.OpExecutionContext,
+    result: batch.ConnectionResult,
+    months: Mapping[str, set[date]],
+    buffer: MaterializationBuffer,
+) -> None:
     """The underwriting marts' month partitions the batch refreshed (``batch.refresh_underwriting``).
 
-    Reported after the connection's warehouse materializations, so that the marts' automation sees
-    them handled after their inputs changed and asks for no run of its own; when the refresh failed,
-    nothing is reported and the automation refreshes them.
+    Reported after the connection's warehouse materializations (lineage reads in order). When the
+    refresh failed they are shown failed instead: the marts' automation ignores batched runs' updates
+    (``defs/marts.py``), so a red partition and the failed run are what asks for a re-run.
     """
-    if result.marts_from is None:
-        return
     orders = months.get(ORDERS.name, set())
     metrics = orders | months.get(TRANSACTIONS.name, set())
     meta = {"source": "batch", "refreshed_from": str(result.marts_from)}
     for key, touched in ((MONTHLY_METRICS, metrics), (COHORT_RETENTION, orders)):
         for month in sorted(touched):
             partition = str(partition_key(result.connection_id, month))
-            buffer.add(dg.AssetMaterialization(key, partition=partition, metadata=meta))
+            if result.marts_error is not None:
+                mark_partition_failed(context, key, partition)
+            elif result.marts_from is not None:
+                buffer.add(dg.AssetMaterialization(key, partition=partition, metadata=meta))
 
 
 def _recovered(before: set, after: set, results: list[batch.ConnectionResult]) -> Iterator[Event]:
@@ -211,6 +217,7 @@ def _row_count(rows: Mapping[tuple[str, date], int] | None, entity: str, month: 
 
 
 def _sync_events(
+    context: dg.OpExecutionContext,
     result: batch.ConnectionResult,
     history_start: date,
     buffer: MaterializationBuffer,
@@ -233,7 +240,7 @@ def _sync_events(
             buffer.add(dg.AssetMaterialization(warehouse_key(spec), partition=partition, metadata={**meta, **table}))
             if spec is ORDERS:
                 buffer.add(dg.AssetMaterialization(DAILY_SALES, partition=partition, metadata=meta))
-    _add_marts(result, merged, buffer)
+    _add_marts(context, result, merged, buffer)
     yield from buffer.connection_done()
 
 
@@ -311,7 +318,7 @@ def sync_connections(
     results = []
     rows = catalog.RowCounts(loader)
     for result in batch.run_batch(config.connections, rows.after(work), workers=settings.batch_workers):
-        yield from _sync_events(result, settings.history_start, buffer, rows.pop(result.connection_id))
+        yield from _sync_events(context, result, settings.history_start, buffer, rows.pop(result.connection_id))
         results.append(result)
     yield from buffer.flush()
     _finish(context, results, "incremental sync")
@@ -319,6 +326,7 @@ def sync_connections(
 
 @dg.job(
     description="Daily load of a batch of connections (the days in run config); launched by the daily schedule.",
+    tags={REFRESHES_MARTS_TAG: "true"},
 )
 def daily_load_job() -> None:
     load_connections()
@@ -326,6 +334,7 @@ def daily_load_job() -> None:
 
 @dg.job(
     description="Incremental (updated_at) sync of a batch of connections; launched by the schedule and webhooks.",
+    tags={REFRESHES_MARTS_TAG: "true"},
 )
 def incremental_sync_job() -> None:
     sync_connections()

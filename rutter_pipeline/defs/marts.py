@@ -36,11 +36,30 @@ MONTHLY_METRICS = dg.AssetKey(["marts", "monthly_metrics"])
 COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
 MERCHANT_HEALTH = dg.AssetKey(["marts", "merchant_health"])
 
+# Runs of the batched jobs (daily load, incremental sync) carry this tag: they refresh and report the
+# marts of the connections they change themselves (batch.refresh_underwriting).
+REFRESHES_MARTS_TAG = "rutter/refreshes_marts"
+
+# A dependency's update written by a batched run does not count, as Dagster's own any_deps_updated()
+# ignores one by a run that also planned the mart: the batch refreshed the mart already. It must not
+# count even for a tick: a batch's events reach storage one asset key at a time, and a tick reading
+# between its warehouse events and its marts events asked for a run per connection (benchmarks/RESULTS.md).
+DEPS_UPDATED_OUTSIDE_BATCHES = dg.AutomationCondition.any_deps_match(
+    (
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.executed_with_root_target()
+        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_values={REFRESHES_MARTS_TAG: "true"})
+    ).with_label("newly_updated_outside_batches")
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_updated_outside_batches")
+
 # Refresh when the orders it reads change, but never on top of a partition whose schema check failed
 # (blocking checks gate only the same run; a later automation run must ask for it: docs/architecture.md §6).
 # eager() alone only looks at the latest day; history backfills and late updates touch older days.
 MART_AUTOMATION = (
-    dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+    dg.AutomationCondition.eager()
+    .without(dg.AutomationCondition.in_latest_time_window())
+    .replace("any_deps_updated", DEPS_UPDATED_OUTSIDE_BATCHES)
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 )
 

@@ -10,6 +10,7 @@ from dagster._core.storage.partition_status_cache import get_and_update_asset_st
 from rutter_pipeline.connections.registry import ConnectionRegistry
 from rutter_pipeline.defs.batches import daily_load_job, daily_run_config, incremental_run_config, incremental_sync_job
 from rutter_pipeline.defs.ingest import landing_key, loaded_check_name, schema_check_name, warehouse_key
+from rutter_pipeline.defs.marts import COHORT_RETENTION, MONTHLY_METRICS
 from rutter_pipeline.defs.partitions import ingest_partitions
 from rutter_pipeline.defs.resources import resources_from_settings
 from rutter_pipeline.defs.sensors import run_failure_alert_sensor
@@ -183,3 +184,47 @@ def test_a_batched_load_of_several_days_holds_only_the_malformed_day(pipeline: P
     assert days == {bad: "held"}
     failed_checks = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations() if not e.passed}
     assert (schema_check_name(ORDERS), pipeline.partition(bad)) in failed_checks
+
+
+def test_a_failed_marts_refresh_keeps_the_loads_fails_the_connection_and_shows_the_marts_red(
+    pipeline: Pipeline, instance_factory
+) -> None:
+    """The marts' automation ignores what batches write (they refresh the marts themselves), so when a
+    batch's refresh fails nothing else would: the connection fails visibly instead, its loads kept."""
+    instance = instance_factory([pipeline.connection_id])
+    day = pipeline.today - timedelta(days=1)
+    month = pipeline.partition(day)
+    with psycopg.connect(pipeline.warehouse_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE marts.cohort_retention RENAME TO cohort_retention_away")
+
+    result = run(daily_load_job, daily_run_config([pipeline.connection_id], day), instance)
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.message
+    assert pipeline.connection_id in message and "underwriting marts not refreshed" in message
+    assert pipeline.stored(ORDERS, day) == pipeline.truth(ORDERS, day)  # the loads stand
+    materialized = {(m.asset_key, m.partition) for m in result.get_asset_materialization_events()}
+    assert (warehouse_key(ORDERS), month) in materialized
+    assert not {key for key, _ in materialized} & {MONTHLY_METRICS, COHORT_RETENTION}
+    with psycopg.connect(pipeline.warehouse_url) as conn:  # one transaction: monthly_metrics rolled back too
+        assert conn.execute("SELECT count(*) FROM marts.monthly_metrics").fetchone() == (0,)
+
+    partitions_def = ingest_partitions(pipeline.settings)
+
+    def failed(key: dg.AssetKey) -> set[str]:
+        status = get_and_update_asset_status_cache_value(instance, key, partitions_def)
+        return set(status.deserialize_failed_partition_subsets(partitions_def).get_partition_keys())
+
+    assert failed(MONTHLY_METRICS) == failed(COHORT_RETENTION) == {month}
+    assert failed(warehouse_key(ORDERS)) == set()
+
+    # fixed, the marts' month re-run from the UI (Materialize on the red partition) clears it
+    with psycopg.connect(pipeline.warehouse_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE marts.cohort_retention_away RENAME TO cohort_retention")
+    job = pipeline.definitions().resolve_implicit_global_asset_job_def()
+    rerun = job.execute_in_process(
+        instance=instance, partition_key=month, asset_selection=[MONTHLY_METRICS, COHORT_RETENTION]
+    )
+    assert rerun.success
+    assert failed(MONTHLY_METRICS) == failed(COHORT_RETENTION) == set()

@@ -14,7 +14,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from rutter_pipeline.defs.ingest import landing_key, schema_check_name, warehouse_key
-from rutter_pipeline.defs.marts import COHORT_RETENTION, MERCHANT_HEALTH, MONTHLY_METRICS
+from rutter_pipeline.defs.marts import COHORT_RETENTION, DAILY_SALES, MERCHANT_HEALTH, MONTHLY_METRICS
 from rutter_pipeline.defs.partitions import DAYS_TAG, month_end, range_tags
 from rutter_pipeline.entities import ENTITIES, ORDERS, TRANSACTIONS
 from rutter_pipeline.warehouse.underwriting import MONTHLY_METRICS_CONTRACT
@@ -313,3 +313,67 @@ def test_batched_runs_refresh_the_marts_themselves_and_automation_asks_for_no_ru
     synced = _marts_rows(pipeline)
     assert _run(pipeline, instance, [MONTHLY_METRICS, COHORT_RETENTION], month).success
     assert _marts_rows(pipeline) == synced
+
+
+def test_a_tick_between_a_batchs_warehouse_events_and_its_marts_events_asks_for_no_marts_run(
+    pipeline: Pipeline, instance_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch writes its events one asset key at a time, so the daemon's tick can read storage after a
+    connection's warehouse partitions and before the marts the batch refreshed from them. At 100
+    connections such ticks asked for 16-157 marts runs per phase (benchmarks/RESULTS.md). Here a tick is
+    evaluated at exactly that moment of every flush, then another after the run: neither asks for a
+    mart the batch refreshed."""
+    from rutter_pipeline.defs import batches
+
+    instance = instance_factory([pipeline.connection_id])
+    defs = pipeline.definitions()
+    marts = dg.AssetSelection.assets(DAILY_SALES, MONTHLY_METRICS, COHORT_RETENTION)
+    # a month of history first, as onboarding does (Dagster reads a tick's new updates from the event
+    # cursor of the tick before, and an instance with no event at all has none)
+    history = (pipeline.today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    ingest = [k for spec in (ORDERS, TRANSACTIONS) for k in (landing_key(spec), warehouse_key(spec))]
+    assert _run(pipeline, instance, ingest, pipeline.partition(history)).success
+    ticks = [dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=marts)]
+    seen_between: list[tuple[int, int]] = []
+    flush = batches.MaterializationBuffer.flush
+
+    def flush_with_a_tick_before_the_marts(self):
+        previous = None
+        for event in flush(self):
+            layer = event.asset_key.path[0]
+            if previous == "warehouse" and layer == "marts":  # the warehouse events are stored, the marts not
+                seen_between.append(
+                    (
+                        len(instance.fetch_materializations(warehouse_key(ORDERS), limit=100).records),
+                        len(instance.fetch_materializations(MONTHLY_METRICS, limit=100).records),
+                    )
+                )
+                ticks.append(
+                    dg.evaluate_automation_conditions(
+                        defs=defs, instance=instance, asset_selection=marts, cursor=ticks[-1].cursor
+                    )
+                )
+            previous = layer
+            yield event
+
+    monkeypatch.setattr(batches.MaterializationBuffer, "flush", flush_with_a_tick_before_the_marts)
+    day = pipeline.today - timedelta(days=1)
+    for job, config in (
+        (batches.daily_load_job, batches.daily_run_config([pipeline.connection_id], day)),
+        (batches.incremental_sync_job, batches.incremental_run_config([pipeline.connection_id])),
+    ):
+        pipeline.sandbox.control.advance(24 * 60)  # changes for the sync to find
+        assert job.execute_in_process(run_config=config, instance=instance, resources=defs.resources).success
+        ticks.append(
+            dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, asset_selection=marts, cursor=ticks[-1].cursor
+            )
+        )
+
+    # the moment was reached, in both runs: warehouse partitions written, their marts not yet
+    assert len(seen_between) == 2 and seen_between[0][0] >= 1 and seen_between[0][1] == 0
+    assert seen_between[1][0] > seen_between[1][1]
+    for key in (DAILY_SALES, MONTHLY_METRICS, COHORT_RETENTION):
+        assert [_requested(tick, key) for tick in ticks[1:]] == [set()] * 4, key.to_user_string()
+    reported = {r.partition_key for r in instance.fetch_materializations(COHORT_RETENTION, limit=10).records}
+    assert pipeline.partition(day) in reported  # the batch refreshed and reported them itself
