@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
-from rutter_pipeline.stack import event_batch_size, psycopg2_url
+from rutter_pipeline.stack import dagster_env, psycopg2_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER_CRON = "0 0 1 1 *"
@@ -67,7 +67,7 @@ def dagster_home_env(work: Path, dagster_url: str, warehouse_url: str, sandbox, 
         "RUTTER_MAX_REQUESTS_PER_10S": "1000000",
         "RUTTER_PIPELINE_COMPUTE_LOGS": str(work / "compute_logs"),
         "RUTTER_INCREMENTAL_CRON": NEVER_CRON,
-        "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
+        **dagster_env(),
     }
 
 

@@ -51,7 +51,7 @@ import psutil
 import requests
 
 import rutter_pipeline
-from rutter_pipeline.stack import event_batch_size, psycopg2_url
+from rutter_pipeline.stack import dagster_env, psycopg2_url
 from rutter_pipeline.warehouse.embedded import (
     drop_database,
     ensure_database,
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, url: str, work: Path, stack: ExitStack) -> dic
             "RUTTER_CLIENT_SECRET": sandbox.client_secret,
             "RUTTER_MAX_REQUESTS_PER_10S": "1000000",
             "RUTTER_WEBHOOK_DEBOUNCE_SECONDS": "0",
-            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
+            **dagster_env(),
         }
     )
     # Only now: the definitions read the environment when they are built.

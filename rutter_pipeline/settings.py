@@ -52,6 +52,13 @@ def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     return value
 
 
+def _settle_env(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number_env(env, name, default, "a number of seconds")
+    if not 0 < value <= 60:
+        raise ValueError(f"{name} must be more than 0 and at most 60 seconds, got {value:g}")
+    return value
+
+
 def _number_env(env: Mapping[str, str], name: str, default: float, expected: str) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -159,6 +166,9 @@ class Settings:
     stale_after_hours: float = 48.0
     # Events Dagster writes to its storage in one statement (Dagster's own variable; the stack sets it).
     event_batch_size: int = 1000
+    # Seconds the daemon's automation waits before reading a tick's events (Dagster's own variable; the
+    # stack sets it): with it set, a tick reads every asset up to one event id (defs/marts.py).
+    automation_settle_seconds: float = 1.0
     executor: str = EXECUTORS[0]
     # The broker URL may carry a password: the executor config names the variable, never this value.
     celery_broker_url: str | None = field(default=None, repr=False)
@@ -207,6 +217,7 @@ class Settings:
             sensor_interval_seconds=_int_env(env, "RUTTER_SENSOR_INTERVAL_SECONDS", 15),
             stale_after_hours=_hours_env(env, "RUTTER_STALE_AFTER_HOURS", 48.0),
             event_batch_size=_int_env(env, "DAGSTER_EVENT_BATCH_SIZE", 1000, minimum=0),
+            automation_settle_seconds=_settle_env(env, "DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS", 1.0),
             executor=_choice_env(env, "RUTTER_EXECUTOR", EXECUTORS),
             celery_broker_url=env.get("RUTTER_CELERY_BROKER_URL") or None,
             celery_queue=env.get("RUTTER_CELERY_QUEUE") or DEFAULT_CELERY_QUEUE,

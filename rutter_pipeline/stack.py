@@ -28,6 +28,22 @@ def event_batch_size(settings: Settings | None = None) -> str:
     return str((settings or Settings.from_env()).event_batch_size)
 
 
+def dagster_env(settings: Settings | None = None) -> dict[str, str]:
+    """Dagster's own variables every process of the stack gets (daemon, webserver, run workers).
+
+    DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS: unset (Dagster's default), the automation reads each asset's
+    new events at its own moment of a tick, so one tick can see a batch's warehouse events and not the
+    marts events written right after them, and ask for marts runs the batch made needless (at 1,000
+    connections: 159 runs in a daily load and a sync, benchmarks/RESULTS.md). Set, a tick reads every
+    asset up to the newest event id it saw, after waiting this long for transactions still in flight.
+    """
+    settings = settings or Settings.from_env()
+    return {
+        "DAGSTER_EVENT_BATCH_SIZE": str(settings.event_batch_size),
+        "DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS": f"{settings.automation_settle_seconds:g}",
+    }
+
+
 def psycopg2_url(url: str) -> str:
     """Dagster's storage must use psycopg2 (docs/architecture.md §6): rewrite a plain postgresql:// URL."""
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
@@ -59,7 +75,7 @@ class StackEnv:
             "DAGSTER_PG_URL": self.dagster_pg_url,
             "DAGSTER_HOME": str(self.dagster_home),
             "RUTTER_PIPELINE_COMPUTE_LOGS": str(self.compute_logs),
-            "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
+            **dagster_env(),
         }
         if self.token_key_file is not None:
             env[KEY_FILE_ENV] = str(self.token_key_file)

@@ -118,6 +118,8 @@ def test_the_settings_shape_the_definitions() -> None:
         ("RUTTER_WEBHOOK_DEBOUNCE_SECONDS", "-1", "RUTTER_WEBHOOK_DEBOUNCE_SECONDS must be at least 0"),
         ("RUTTER_STALE_AFTER_HOURS", "two days", "RUTTER_STALE_AFTER_HOURS must be a number of hours"),
         ("DAGSTER_EVENT_BATCH_SIZE", "many", "DAGSTER_EVENT_BATCH_SIZE must be an integer"),
+        ("DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS", "0", "DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS must be more than 0"),
+        ("DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS", "soon", "DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS must be a number"),
         ("RUTTER_EXECUTOR", "k8s", "RUTTER_EXECUTOR must be 'in_process' or 'celery'"),
     ],
 )

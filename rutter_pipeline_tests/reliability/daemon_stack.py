@@ -24,7 +24,7 @@ import psutil
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from rutter_pipeline.defs.partitions import range_tags
-from rutter_pipeline.stack import event_batch_size, psycopg2_url
+from rutter_pipeline.stack import dagster_env, psycopg2_url
 from rutter_pipeline_tests.fixtures.daemon import workspace
 from rutter_pipeline_tests.fixtures.pipeline import Pipeline
 
@@ -198,7 +198,7 @@ def daemon_stack(
         "RUTTER_PIPELINE_COMPUTE_LOGS": str(work / "compute_logs"),
         "RUTTER_PIPELINE_STATE_DIR": str(work / "state"),
         "RUTTER_INCREMENTAL_CRON": NEVER_CRON,
-        "DAGSTER_EVENT_BATCH_SIZE": event_batch_size(),
+        **dagster_env(),
         **env_overrides,
     }
     for name, value in env.items():

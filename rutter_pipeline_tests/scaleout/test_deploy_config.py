@@ -22,7 +22,8 @@ from dagster._core.scheduler.instigation import TickStatus
 
 from rutter_pipeline.defs.executors import BROKER_ENV, EXECUTOR_ENV, QUEUE_ENV
 from rutter_pipeline.defs.storage import PooledPostgresEventLogStorage, PooledPostgresRunStorage
-from rutter_pipeline.stack import psycopg2_url
+from rutter_pipeline.settings import Settings
+from rutter_pipeline.stack import dagster_env, psycopg2_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -98,6 +99,20 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
     if isinstance(node, list):
         return [item for i, value in enumerate(node) for item in _walk(value, f"{path}[{i}]")]
     return [(path, node)]
+
+
+def test_the_helm_values_give_each_process_the_dagster_variables_dev_sets() -> None:
+    """The daemon evaluates the marts' automation (DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS), the run pods and
+    the code server write events (DAGSTER_EVENT_BATCH_SIZE): the values set what the local stack sets."""
+    values = helm_values()
+    expected = dagster_env(Settings.from_env({}))
+    daemon = {e["name"]: e["value"] for e in values["dagsterDaemon"]["env"]}
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    code_server = {e["name"]: e["value"] for e in deployment["env"]}
+    runs = dict(v.split("=", 1) for v in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
+    settle = "DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS"
+    assert daemon[settle] == expected[settle] == "1"
+    assert code_server == runs == expected
 
 
 def test_the_helm_values_hold_no_secret_and_take_them_from_kubernetes_secrets() -> None:
