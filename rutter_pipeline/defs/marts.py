@@ -44,14 +44,12 @@ REFRESHES_MARTS_TAG = "rutter/refreshes_marts"
 # ignores one by a run that also planned the mart: the batch refreshed the mart already. It must not
 # count even for a tick: a batch's events reach storage one asset key at a time, and a tick reading
 # between its warehouse events and its marts events asked for a run per connection (benchmarks/RESULTS.md).
-DEPS_UPDATED_OUTSIDE_BATCHES = dg.AutomationCondition.any_deps_match(
-    (
-        dg.AutomationCondition.newly_updated()
-        & ~dg.AutomationCondition.executed_with_root_target()
-        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_values={REFRESHES_MARTS_TAG: "true"})
-    ).with_label("newly_updated_outside_batches")
-    | dg.AutomationCondition.will_be_requested()
-).with_label("any_deps_updated_outside_batches")
+# Replaces the dependency clause inside Dagster's any_deps_updated() (its label), the rest kept as it is.
+NEWLY_UPDATED_OUTSIDE_BATCHES = (
+    dg.AutomationCondition.newly_updated()
+    & ~dg.AutomationCondition.executed_with_root_target()
+    & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_values={REFRESHES_MARTS_TAG: "true"})
+).with_label("newly_updated_outside_batches")
 
 # Refresh when the orders it reads change, but never on top of a partition whose schema check failed
 # (blocking checks gate only the same run; a later automation run must ask for it: docs/architecture.md §6).
@@ -59,7 +57,7 @@ DEPS_UPDATED_OUTSIDE_BATCHES = dg.AutomationCondition.any_deps_match(
 MART_AUTOMATION = (
     dg.AutomationCondition.eager()
     .without(dg.AutomationCondition.in_latest_time_window())
-    .replace("any_deps_updated", DEPS_UPDATED_OUTSIDE_BATCHES)
+    .replace("newly_updated_without_root", NEWLY_UPDATED_OUTSIDE_BATCHES)
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 )
 
