@@ -146,7 +146,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
     from rutter_pipeline.defs.storage import instance_storage_config
     from rutter_pipeline.entities import ORDERS
     from rutter_pipeline.settings import Settings
-    from rutter_pipeline.stack import event_batch_size, psycopg2_url
+    from rutter_pipeline.stack import dagster_env, psycopg2_url
     from rutter_pipeline.warehouse.embedded import drop_database, ensure_database
     from rutter_pipeline.warehouse.migrations import migrate
 
@@ -155,7 +155,7 @@ def project(job: dict[str, Any]) -> dict[str, Any]:
 
     # The instance the project runs on (dagster.yaml, `rutter-pipeline dev`): PostgreSQL storage, here
     # a database of its own on the same server, and the stack's event batch size.
-    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = event_batch_size()
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = dagster_env()["DAGSTER_EVENT_BATCH_SIZE"]
     dagster_db = f"bench_dagster_{os.getpid()}"
     storage = instance_storage_config(psycopg2_url(ensure_database(job["pg_url"], dagster_db)))
     result: dict[str, Any] = {}

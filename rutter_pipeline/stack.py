@@ -23,13 +23,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 EVENT_BATCH_SIZE = Settings.event_batch_size
 
 
-def event_batch_size(settings: Settings | None = None) -> str:
-    """DAGSTER_EVENT_BATCH_SIZE for the stack's processes: the user's own value, else EVENT_BATCH_SIZE."""
-    return str((settings or Settings.from_env()).event_batch_size)
-
-
 def dagster_env(settings: Settings | None = None) -> dict[str, str]:
-    """Dagster's own variables every process of the stack gets (daemon, webserver, run workers).
+    """Dagster's own variables every process of the stack gets (daemon, webserver, run workers): the
+    user's own values, else the defaults of Settings (EVENT_BATCH_SIZE, a settle of 1 s).
 
     DAGSTER_AUTOMATION_TICK_SETTLE_SECONDS: unset (Dagster's default), the automation reads each asset's
     new events at its own moment of a tick, so one tick can see a batch's warehouse events and not the

@@ -11,22 +11,20 @@ import dagster as dg
 RUTTER_POOL = "rutter_api"
 
 
-def ensure_pool(instance: dg.DagsterInstance) -> bool:
-    """Create the ``rutter_api`` pool at the instance's default limit when it has none; True if created.
+def ensure_pool(instance: dg.DagsterInstance) -> None:
+    """Create the ``rutter_api`` pool at the instance's default limit when it has none.
 
     Nothing to do when the instance sets no default pool limit (the pool is then unlimited and has no
     row) or the row exists: initializing an existing row is the statement that fails on PostgreSQL.
     """
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
-        return False
+        return
     if RUTTER_POOL in storage.get_concurrency_keys():
-        return False
+        return
     try:
         storage.initialize_concurrency_limit_to_default(RUTTER_POOL)
     except Exception:
         # another process (a second import, the sensor) created it between our read and our insert
         if RUTTER_POOL not in storage.get_concurrency_keys():
             raise
-        return False
-    return True
