@@ -27,7 +27,7 @@ from rutter_pipeline.rutter.redact import redact
 from rutter_pipeline.validation import ValidationReport
 from rutter_pipeline.warehouse import load_log, marts, underwriting
 from rutter_pipeline.warehouse.loader import Loader
-from rutter_pipeline.warehouse.session import transaction
+from rutter_pipeline.warehouse.session import reusing_connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def run_batch(
     def guarded(connection_id: str) -> ConnectionResult:
         started = time.monotonic()
         try:
-            result = work(connection_id)
+            with reusing_connections():  # one connection's ~20 transactions share their connections
+                result = work(connection_id)
         except Exception as exc:  # one connection's failure is its own (see the module docstring)
             log.warning("connection %s failed: %s", connection_id, _error_text(exc))
             result = ConnectionResult(connection_id, error=_error_text(exc))

@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 
 from rutter_pipeline.connections.states import LIVE, ConnectionState
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.session import connect
 from rutter_pipeline.warehouse.tokens import TokenCipher, token_cipher
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class ConnectionRegistry:
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+        with connect(self.url, row_factory=dict_row) as conn:
             yield conn
 
     def add(

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.session import connect
 
 STATUSES = ("loaded", "held", "failed")
 ERROR_MAX_CHARS = 500
@@ -92,7 +93,7 @@ def _connected(url_or_conn: str | psycopg.Connection) -> Iterator[psycopg.Connec
     if isinstance(url_or_conn, psycopg.Connection):
         yield url_or_conn
     else:
-        with psycopg.connect(psycopg_url(url_or_conn)) as conn:
+        with connect(psycopg_url(url_or_conn)) as conn:
             yield conn
 
 

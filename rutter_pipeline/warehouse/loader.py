@@ -12,8 +12,6 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
-import psycopg
-
 from rutter_pipeline.entities import EntitySpec
 from rutter_pipeline.warehouse import layout
 from rutter_pipeline.warehouse.errors import UnstorableRecord
@@ -22,6 +20,7 @@ from rutter_pipeline.warehouse.merge import MERGE_WORKERS, merge
 from rutter_pipeline.warehouse.migrations import psycopg_url
 from rutter_pipeline.warehouse.rejects import Reject, write_rejects
 from rutter_pipeline.warehouse.results import LandingStats, MergeStats, UpsertStats
+from rutter_pipeline.warehouse.session import connect
 from rutter_pipeline.warehouse.upsert import UpsertWriter
 
 
@@ -104,7 +103,7 @@ class Loader:
         (connection_id, _partition_date).
         """
         table = layout.entity_table(spec)
-        with psycopg.connect(self.url) as conn:
+        with connect(self.url) as conn:
             rows = conn.execute(
                 f"SELECT date_trunc('month', {layout.PARTITION_DATE})::date, count(*) FROM {table} "
                 f"WHERE connection_id = %s AND {layout.PARTITION_DATE} BETWEEN %s AND %s GROUP BY 1",

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import psycopg
-
 from rutter_pipeline.warehouse.migrations import psycopg_url
+from rutter_pipeline.warehouse.session import connect
 
 
 def get_watermark(url: str, connection_id: str, entity: str) -> datetime | None:
     """The stored watermark, or None before the first incremental sync."""
-    with psycopg.connect(psycopg_url(url)) as conn:
+    with connect(psycopg_url(url)) as conn:
         row = conn.execute(
             "SELECT watermark FROM rutter.sync_state WHERE connection_id = %s AND entity = %s",
             (connection_id, entity),
@@ -32,7 +31,7 @@ def set_watermark(url: str, connection_id: str, entity: str, watermark: datetime
     if watermark.tzinfo is None:
         raise ValueError("watermark must be timezone-aware (UTC)")
     keep_newest = "EXCLUDED.watermark" if force else "GREATEST(rutter.sync_state.watermark, EXCLUDED.watermark)"
-    with psycopg.connect(psycopg_url(url)) as conn:
+    with connect(psycopg_url(url)) as conn:
         row = conn.execute(
             f"""
             INSERT INTO rutter.sync_state (connection_id, entity, watermark) VALUES (%s, %s, %s)
