@@ -96,7 +96,9 @@ def connect(url: str, *, row_factory: RowFactory[Any] | None = None) -> Iterator
     """
     reused = _reused.get()
     if reused is None or reused.thread != threading.get_ident():
-        with psycopg.connect(url, **({"row_factory": row_factory} if row_factory else {})) as conn:
+        with psycopg.connect(url) as conn:
+            if row_factory is not None:
+                conn.row_factory = row_factory
             yield conn
         return
     conn = reused.take(url)
