@@ -6,7 +6,7 @@ from __future__ import annotations
 import select
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
@@ -106,17 +106,13 @@ def connect(url: str, *, row_factory: RowFactory[Any] | None = None) -> Iterator
     try:
         yield conn
     except BaseException:
-        if not conn.closed:
-            try:
-                conn.rollback()
-            except psycopg.Error:
-                conn.close()
+        with suppress(psycopg.Error):  # a broken connection cannot roll back: it is closed below
+            conn.rollback()
         raise
     else:
         conn.commit()
     finally:
         if _sound(conn):
-            conn.row_factory = tuple_row
             reused.idle.setdefault(url, []).append(conn)
         else:
             conn.close()
